@@ -1,0 +1,4 @@
+"""`python -m ganfit` runs the command line."""
+from .cli.main import main
+
+raise SystemExit(main())

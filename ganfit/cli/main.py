@@ -1,0 +1,209 @@
+"""The `ganfit` command line: parse, call the Python API, print. Errors a user can cause are printed as
+one line (no traceback) with a non-zero exit status."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from .. import __version__
+from ..errors import GanfitError, OutputError
+
+log = logging.getLogger("ganfit")
+
+FIT_EPILOG = """\
+outputs (for -o out/face.obj):
+  out/face.obj          mesh in millimetres (model frame: y up, face looking down +z) with UVs and
+                        per-vertex colours sampled from the photo where the surface faces the camera
+  out/face.json         all parameters, camera, model name and checksum, losses per iteration,
+                        timings and versions
+  out/face_overlay.png  detected (green) vs fitted (red) landmarks, and the mesh drawn over the photo
+With several photos and -o naming a folder, each photo gets <name>.obj/.json/_overlay.png there.
+
+examples:
+  ganfit fit examples/astronaut.png -o out/face.obj
+  ganfit fit a.jpg b.jpg -o out/ --device cuda --seed 1
+  ganfit fit photo.jpg --landmarks photo.pts -o out/face.obj
+"""
+
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit",
+        help="fit a 3D face to one or more photos",
+        description="Fit the face model to photos: detect 68 landmarks, then solve for shape, expression, "
+        "head pose and focal length (landmark stage), and write a mesh, parameters and an overlay.",
+        epilog=FIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="photos to fit (JPEG, PNG, TIFF, WebP, ...); each is fitted as its own face")
+    p.add_argument("-o", "--output", default="out/face.obj", metavar="PATH",
+                   help="output .obj for one photo, or a folder for several (default: %(default)s)")
+    p.add_argument("--device", default=None, metavar="DEV",
+                   help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--seed", type=int, default=None, help="random seed; the same seed gives the same result (default: 0)")
+    p.add_argument("--iterations", type=int, default=None, metavar="N",
+                   help="iterations of the landmark stage after the rigid warm-up (default: 25 for lm, 400 for adam)")
+    p.add_argument("--stages", default=None, metavar="LIST",
+                   help="comma-separated stages to run, in order; available: landmarks (default: landmarks)")
+    p.add_argument("--config", metavar="FILE", help="YAML or JSON file with FitConfig options; command-line options override it")
+    p.add_argument("--landmarks", nargs="+", metavar="FILE",
+                   help="68-point landmark files (.pts, .json, .npy, .txt), one per photo, instead of detecting")
+    p.add_argument("--model", default=None, metavar="NAME|PATH",
+                   help="face model: bfm-3ddfa (default) or a model file/folder (.npz, BFM .mat/.h5, FLAME .pkl, ICT-FaceKit folder)")
+    p.add_argument("--detector", choices=["dlib", "fan"], default=None,
+                   help="landmark detector: dlib (offline default) or fan (needs ganfit[fan] and its weights)")
+    p.add_argument("--face-index", type=int, default=None, metavar="K",
+                   help="which face to fit when a photo has several, counted left to right from 0 (default: the largest)")
+    p.add_argument("--optimizer", choices=["lm", "adam"], default=None,
+                   help="lm: Levenberg-Marquardt (default, fast); adam: first-order, for comparison")
+    p.add_argument("--contour", choices=["dynamic", "static", "off"], default=None,
+                   help="jaw-line landmarks: slide along the silhouette (dynamic, default), fixed vertices, or ignored")
+    p.add_argument("--no-overlay", action="store_true", help="do not write the overlay PNG")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary; errors only")
+    p.set_defaults(func=_run_fit)
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    from ..fitting import FitConfig, Fitter
+
+    cfg = FitConfig.from_file(args.config) if args.config else FitConfig()
+    changes: dict = {}
+    for name in ("device", "seed", "model", "detector", "face_index", "optimizer", "contour"):
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = value
+    if args.stages:
+        changes["stages"] = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    if args.quiet:
+        changes["quiet"] = True
+    if args.iterations is not None:
+        if args.iterations < 1:
+            raise GanfitError("--iterations must be at least 1")
+        if (changes.get("optimizer") or cfg.optimizer) == "adam":
+            changes["adam_iterations"] = args.iterations
+        else:
+            from dataclasses import replace
+
+            changes["landmark_stage"] = replace(cfg.landmark_stage, iterations=args.iterations)
+    cfg = FitConfig.from_dict({**cfg.to_dict(), **{k: (v if not hasattr(v, "__dataclass_fields__") else v.__dict__) for k, v in changes.items()}})
+    if args.landmarks and len(args.landmarks) != len(args.images):
+        raise GanfitError(f"--landmarks got {len(args.landmarks)} files for {len(args.images)} photos; give one per photo")
+    _check_writable(Path(args.output), len(args.images))
+    for path in args.images:
+        if not Path(path).exists():
+            raise GanfitError(f"{path}: no such file")
+
+    result = Fitter(cfg).fit(args.images, landmarks=args.landmarks)
+    written = result.save(args.output, overlay=not args.no_overlay)
+    if not args.quiet:
+        err = result.reprojection_error_px()
+        for i, src in enumerate(result.sources):
+            ypr = result.params.euler_deg()[i].tolist()
+            print(f"{src}: landmark error {float(err[i]):.2f} px, yaw {ypr[0]:+.1f} pitch {ypr[1]:+.1f} roll {ypr[2]:+.1f} deg, "
+                  f"focal {float(result.params.focal[i]):.0f} px")
+        print(f"fitted {len(result)} face(s) in {result.timings['total']:.2f} s "
+              f"(landmark stage {result.timings['landmark_stage']:.3f} s); wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _check_writable(output: Path, n_images: int) -> None:
+    """Fail before any work if the output folder cannot be created or written."""
+    folder = output.parent if output.suffix.lower() == ".obj" else output
+    if output.suffix.lower() == ".obj" and n_images > 1:
+        log.info("several photos and an .obj output: files will be numbered %s_0.obj, ...", output.stem)
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"cannot write to {folder}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to {folder}: permission denied")
+    if folder.exists():
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+
+
+def _add_assets(sub: argparse._SubParsersAction) -> None:
+    from ..assets.commands import add_subcommands
+
+    p = sub.add_parser(
+        "assets",
+        help="list, fetch, verify or locate model files",
+        description="Model files (face model arrays, landmark predictor, user-supplied models) and the cache "
+        "they live in ($GANFIT_HOME, default: the user cache folder).",
+    )
+    add_subcommands(p)
+
+
+def _add_model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="inspect or convert face models", description="Inspect face models or convert them to ganfit's .npz format.")
+    msub = p.add_subparsers(dest="model_command", metavar="{info,convert}")
+    msub.required = True
+    info = msub.add_parser("info", help="print a face model's sizes, regions and checksum")
+    info.add_argument("model", nargs="?", default="bfm-3ddfa", help="name or path (default: %(default)s)")
+    info.set_defaults(func=_run_model_info)
+    conv = msub.add_parser("convert", help="load a model in any supported format and save it as .npz")
+    conv.add_argument("model", help="name or path of the source model")
+    conv.add_argument("output", help="destination .npz")
+    conv.add_argument("--landmarks", metavar="FILE", help="68 landmark vertex indices, for formats that lack them")
+    conv.set_defaults(func=_run_model_convert)
+
+
+def _run_model_info(args: argparse.Namespace) -> int:
+    import json
+
+    from ..model.registry import load_model
+
+    print(json.dumps(load_model(args.model).summary(), indent=1))
+    return 0
+
+
+def _run_model_convert(args: argparse.Namespace) -> int:
+    from ..model.registry import load_model
+
+    model = load_model(args.model, landmarks=args.landmarks)
+    model.save_npz(args.output)
+    print(f"wrote {args.output} ({model.num_vertices} vertices, sha256 {model.checksum()[:12]})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ganfit",
+        description="Reconstruct textured 3D faces from photos by fitting a 3D Morphable Model (GANFit).",
+    )
+    parser.add_argument("--version", action="version", version=f"ganfit {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="{fit,assets,model}")
+    sub.required = True
+    _add_fit(sub)
+    _add_assets(sub)
+    _add_model(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except GanfitError as exc:
+        print(f"ganfit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ganfit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""Fitting configuration: typed dataclasses with defaults, loadable from YAML or JSON.
+
+No loss or model reads a config; the `Fitter` reads it once and passes plain values down.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from ..errors import ConfigError
+
+STAGES = ("landmarks",)
+
+
+@dataclass
+class LossWeights:
+    """Weights of the terms of the fitting energy (GANFit, Gecer et al. CVPR 2019, eq. 7).
+
+    landmark: weight of the 68-landmark term (mean squared reprojection error in units of the face size).
+    shape_prior / expression_prior: weights of the Gaussian priors 0.5*||c||^2 on coefficients in std units.
+    focal_prior: weight of 0.5*((log f - log f0) / sigma)^2 with sigma = `FitConfig.focal_log_sigma`.
+    """
+
+    landmark: float = 1.0
+    shape_prior: float = 2.0e-6
+    expression_prior: float = 2.0e-6
+    focal_prior: float = 2.0e-6
+
+
+@dataclass
+class StageConfig:
+    """One stage of the schedule."""
+
+    name: str = "landmarks"
+    iterations: int = 25
+    rigid_iterations: int = 6
+
+
+@dataclass
+class FitConfig:
+    """Everything a fit needs to know. Load with `FitConfig.from_file`, override with `replace`.
+
+    device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    seed: seeds every random choice of the fit; the same seed gives the same result.
+    model: name of a registered face model ("bfm-3ddfa") or a path to a model file.
+    stages: the stages to run, in order (this release: "landmarks").
+    optimizer: "lm" (Levenberg-Marquardt on the landmark residuals: fast and exact for this small
+        least-squares problem) or "adam" (first order; slower, kept for comparison).
+    rotation: "axis_angle" or "6d" (Zhou et al. CVPR 2019) parametrisation of the head rotation.
+    num_shape / num_expression: how many model components to fit (None = all).
+    contour: "dynamic" (jaw-line landmarks slide along the silhouette, Zhu et al. CVPR 2015),
+        "static" (fixed vertices) or "off" (jaw-line ignored).
+    jaw_weight: relative weight of the 17 jaw-line landmarks (the others have weight 1).
+    landmark_weights: optional 68 per-landmark weights (multiplied with `jaw_weight` on the jaw).
+    focal_ratio: prior mean of the focal length as a multiple of the image's longer side.
+    focal_log_sigma: prior standard deviation of log focal length; 0 fixes the focal length.
+    detector: "dlib" (offline default) or "fan" (face-alignment, if installed with its weights).
+    face_index: which face to fit when a photo has several (None = the largest).
+    """
+
+    device: str = "auto"
+    seed: int = 0
+    model: str = "bfm-3ddfa"
+    stages: tuple[str, ...] = ("landmarks",)
+    optimizer: Literal["lm", "adam"] = "lm"
+    rotation: Literal["axis_angle", "6d"] = "axis_angle"
+    num_shape: int | None = None
+    num_expression: int | None = None
+    contour: Literal["dynamic", "static", "off"] = "dynamic"
+    jaw_weight: float = 0.5
+    landmark_weights: tuple[float, ...] | None = None
+    focal_ratio: float = 1.6
+    focal_log_sigma: float = 0.5
+    detector: Literal["dlib", "fan"] = "dlib"
+    face_index: int | None = None
+    landmark_stage: StageConfig = field(default_factory=StageConfig)
+    weights: LossWeights = field(default_factory=LossWeights)
+    adam_lr: float = 0.02
+    adam_iterations: int = 400
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        self.stages = tuple(self.stages)
+        for stage in self.stages:
+            if stage not in STAGES:
+                raise ConfigError(f"unknown stage {stage!r}; available: {', '.join(STAGES)}")
+        if not self.stages:
+            raise ConfigError("at least one stage is needed")
+        _check_choice("optimizer", self.optimizer, ("lm", "adam"))
+        _check_choice("rotation", self.rotation, ("axis_angle", "6d"))
+        _check_choice("contour", self.contour, ("dynamic", "static", "off"))
+        _check_choice("detector", self.detector, ("dlib", "fan"))
+        if self.landmark_weights is not None:
+            self.landmark_weights = tuple(float(w) for w in self.landmark_weights)
+            if len(self.landmark_weights) != 68 or min(self.landmark_weights) < 0:
+                raise ConfigError("landmark_weights needs 68 non-negative numbers")
+        if self.focal_ratio <= 0 or self.focal_log_sigma < 0:
+            raise ConfigError("focal_ratio must be > 0 and focal_log_sigma >= 0")
+        if self.landmark_stage.iterations < 1 or self.landmark_stage.rigid_iterations < 0:
+            raise ConfigError("iterations must be >= 1 (rigid_iterations >= 0)")
+        for name in ("num_shape", "num_expression"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name} must be >= 0")
+
+    # ------------------------------------------------------------------ I/O
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FitConfig":
+        """Build from a (possibly partial) nested dict; unknown keys are an error naming the key."""
+        return _from_dict(cls, data, "")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "FitConfig":
+        """Load a YAML (.yaml/.yml) or JSON (.json) file holding a (partial) FitConfig."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}") from exc
+        try:
+            if p.suffix.lower() == ".json":
+                data = json.loads(text)
+            else:
+                import yaml
+
+                data = yaml.safe_load(text)
+        except Exception as exc:  # yaml and json raise several types
+            raise ConfigError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of option names")
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "FitConfig":
+        """A copy with `changes` applied (nested dataclasses replaced whole)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown config option {prefix}{unknown[0]!r}; known: {', '.join(sorted(known))}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config option {prefix}{key} must be a mapping")
+            kwargs[key] = _from_dict(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"invalid config: {exc}") from exc
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Check a scalar against its annotation (int/float/str/bool/tuple/Literal/Optional)."""
+    origin, args = get_origin(hint), get_args(hint)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"config option {name} may not be null")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config option {name} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config option {name} must be a list")
+        return tuple(value)
+    if args and type(None) in args:  # Optional[X] / X | None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], name)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config option {name} must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config option {name} must be an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config option {name} must be a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config option {name} must be a string")
+        return value
+    return value

@@ -1,0 +1,90 @@
+"""Fitting losses: pure tensor functions, no configuration read here.
+
+Each loss has a residual form r with loss = 0.5 * ||r||^2 (per image), so the same definitions drive the
+Levenberg-Marquardt solver (which needs residuals) and first-order optimizers (which need the scalar).
+"""
+from __future__ import annotations
+
+import torch
+
+#: iBUG-68 index groups.
+JAW = tuple(range(0, 17))
+BROWS = tuple(range(17, 27))
+NOSE = tuple(range(27, 36))
+EYES = tuple(range(36, 48))
+MOUTH = tuple(range(48, 68))
+
+
+def landmark_weights(jaw_weight: float = 0.5, base: torch.Tensor | None = None) -> torch.Tensor:
+    """(68,) per-landmark weights: `base` (default ones) with the 17 jaw-line points scaled by `jaw_weight`.
+
+    The jaw-line points are the least reliable: detectors place them on the visible silhouette, which
+    moves over the face with the pose (down-weighting them is the usual remedy; see also `contour`).
+    """
+    w = torch.ones(68, dtype=torch.float64) if base is None else base.detach().to(torch.float64).clone()
+    if w.shape != (68,):
+        raise ValueError(f"landmark weights must be (68,), got {tuple(w.shape)}")
+    w[list(JAW)] *= jaw_weight
+    return w
+
+
+def face_size(landmarks: torch.Tensor) -> torch.Tensor:
+    """Scale of a face in pixels: the square root of the area of the landmarks' bounding box.
+
+    Args:
+        landmarks: (B, 68, 2).
+    Returns:
+        (B,) size in pixels (the normaliser of the landmark error, as in NME).
+    """
+    extent = landmarks.amax(dim=1) - landmarks.amin(dim=1)
+    return (extent[:, 0] * extent[:, 1]).clamp_min(1e-6).sqrt()
+
+
+def landmark_residuals(
+    projected: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """Residuals of the landmark term (GANFit eq. 5, normalised by face size and by the weights' sum).
+
+    Args:
+        projected: (B, N, 2) model landmarks projected to the image, pixels.
+        target: (B, N, 2) detected landmarks, pixels.
+        weights: (N,) or (B, N) non-negative weights.
+        scale: (B,) face size in pixels (see `face_size`).
+    Returns:
+        (B, 2N) residuals r with 0.5 * ||r||^2 = `landmark_loss`.
+    """
+    w = weights if weights.ndim == 2 else weights[None].expand(projected.shape[0], -1)
+    norm = (2.0 * w / w.sum(-1, keepdim=True).clamp_min(1e-12)).sqrt()  # (B, N)
+    r = (projected - target) / scale[:, None, None] * norm[..., None]
+    return r.flatten(1)
+
+
+def landmark_loss(projected: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Weighted mean squared landmark distance in units of the face size.
+
+    Args: as `landmark_residuals`.
+    Returns:
+        (B,) sum_i w_i ||p_i - l_i||^2 / (scale^2 sum_i w_i).
+    """
+    return 0.5 * landmark_residuals(projected, target, weights, scale).pow(2).sum(-1)
+
+
+def gaussian_prior(coefficients: torch.Tensor) -> torch.Tensor:
+    """Negative log of a standard normal prior on coefficients in std units (GANFit eq. 6), up to a constant.
+
+    Args:
+        coefficients: (B, K).
+    Returns:
+        (B,) 0.5 * ||c||^2.
+    """
+    return 0.5 * coefficients.pow(2).sum(-1)
+
+
+def focal_prior_residual(log_focal: torch.Tensor, log_focal_mean: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B,) -> (B, 1) residual (log f - log f0) / sigma of a log-normal prior on the focal length."""
+    return ((log_focal - log_focal_mean) / max(sigma, 1e-12))[:, None]
+
+
+def reprojection_error(projected: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B, N, 2) x2 -> (B,) mean Euclidean landmark distance in pixels (unweighted; for reporting)."""
+    return (projected - target).norm(dim=-1).mean(-1)
