@@ -153,7 +153,7 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"unknown config option {prefix}{unknown[0]!r}; known: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown config option '{prefix}{unknown[0]}'; known: {', '.join(sorted(known))}")
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]

@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from ganfit.errors import ConfigError
+from ganfit.fitting.config import FitConfig, LossWeights
+
+
+def test_defaults_are_valid_and_serialisable():
+    cfg = FitConfig()
+    d = cfg.to_dict()
+    assert d["stages"] == ("landmarks",)
+    assert FitConfig.from_dict(json.loads(json.dumps(d))) == cfg
+
+
+def test_yaml_and_json_partial(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("seed: 3\noptimizer: adam\nweights:\n  shape_prior: 0.5\nlandmark_stage:\n  iterations: 7\n")
+    cfg = FitConfig.from_file(y)
+    assert cfg.seed == 3 and cfg.optimizer == "adam"
+    assert cfg.weights == LossWeights(shape_prior=0.5)
+    assert cfg.landmark_stage.iterations == 7 and cfg.landmark_stage.rigid_iterations == 6
+    j = tmp_path / "c.json"
+    j.write_text(json.dumps({"contour": "static", "jaw_weight": 1}))
+    cfg = FitConfig.from_file(j)
+    assert cfg.contour == "static" and cfg.jaw_weight == 1.0
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("seeed: 3\n", "unknown config option 'seeed'"),
+        ("weights:\n  shape: 1\n", "unknown config option 'weights.shape'"),
+        ("optimizer: sgd\n", "optimizer must be one of"),
+        ("seed: three\n", "seed must be an integer"),
+        ("stages: [landmarks, joint]\n", "unknown stage 'joint'"),
+        ("landmark_weights: [1, 2]\n", "68"),
+        ("- a\n- b\n", "mapping"),
+        ("seed: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_is_a_clear_error(tmp_path, text, words):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("(", r"\(")):
+        FitConfig.from_file(p)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        FitConfig.from_file(tmp_path / "nope.yaml")
