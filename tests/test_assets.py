@@ -2,6 +2,7 @@
 ``pip download`` runs with ``--no-index --find-links`` on a wheel the test builds."""
 from __future__ import annotations
 
+import ast
 import hashlib
 import http.server
 import io
@@ -526,6 +527,6 @@ def test_assets_package_imports_no_other_ganfit_package():
             "print(sorted(m for m in sys.modules if m.startswith('ganfit') or m in ('torch', 'numpy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout
-    mods = eval(out)  # a printed list of strings
+    mods = ast.literal_eval(out)  # a printed list of strings
     allowed = {"ganfit", "ganfit.errors", "ganfit._atomic"}
     assert all(m in allowed or m.startswith("ganfit.assets") for m in mods), mods

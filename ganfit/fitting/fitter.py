@@ -1,0 +1,223 @@
+"""`Fitter`: photos in, fitted 3D faces out. It owns the loop and nothing else: the face model, the
+detector and the stages are passed in or built once from the config."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError, LandmarkError, NoFaceError
+from ..model.morphable import MorphableModel
+from ..render.camera import PinholeCamera, project_points, transform_points
+from .config import FitConfig
+from .landmark_stage import solve_landmarks
+from .losses import landmark_weights
+from .result import FaceMesh, FitResult
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; anything else is checked to exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but this PyTorch build sees no CUDA GPU; use --device cpu")
+    return device
+
+
+class Fitter:
+    """Fits a face model to one or more photos.
+
+    >>> result = Fitter(FitConfig(device="cpu")).fit(["photo.jpg"])   # doctest: +SKIP
+    >>> result.save("out/face.obj")                                     # doctest: +SKIP
+    """
+
+    def __init__(self, config: FitConfig | None = None, *, model: MorphableModel | None = None, detector: Any = None) -> None:
+        self.config = config or FitConfig()
+        self.device = resolve_device(self.config.device)
+        self._model = model
+        self._detector = detector
+
+    @property
+    def model(self) -> MorphableModel:
+        """The face model (loaded on first use from `config.model`)."""
+        if self._model is None:
+            from ..model.registry import load_model
+
+            self._model = load_model(self.config.model)
+        return self._model
+
+    @property
+    def detector(self):
+        """The face detector (built on first use from `config.detector`)."""
+        if self._detector is None:
+            from ..perception.detect import make_detector
+
+            self._detector = make_detector(self.config.detector)
+        return self._detector
+
+    # ------------------------------------------------------------------ public
+    def fit(self, images: Sequence[Any] | Any, landmarks: Sequence[Any] | Any | None = None) -> FitResult:
+        """Fit every image (a path or an HxWx3 array, or a list of them) as one batch.
+
+        Args:
+            images: a path / array, or a list of them.
+            landmarks: None (detect), or per image a (68, 2) array of pixel coordinates or a landmark file
+                (.pts, .json, .npy, .txt); a single one is accepted for a single image.
+        Returns:
+            `FitResult`.
+        """
+        cfg = self.config
+        timings: dict[str, float] = {}
+        t_all = time.perf_counter()
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not items:
+            raise ConfigError("no images given")
+        lm_items = self._landmark_items(landmarks, len(items))
+
+        t0 = time.perf_counter()
+        loaded = [self._load(item) for item in items]
+        timings["load"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        targets, detections = [], []
+        bar = tqdm(total=len(loaded), desc="landmarks", disable=cfg.quiet or len(loaded) < 2, leave=False)
+        for img, lm in zip(loaded, lm_items):
+            if lm is None:
+                det = self._detect(img)
+                targets.append(np.asarray(det.landmarks, dtype=np.float64))
+                detections.append(det)
+            else:
+                targets.append(lm)
+                detections.append(None)
+            bar.update()
+        bar.close()
+        timings["detect"] = time.perf_counter() - t0
+
+        model = self.model
+        target_t = torch.as_tensor(np.stack(targets), dtype=torch.float64, device=self.device)
+        sizes = torch.tensor([[img.pixels.shape[1], img.pixels.shape[0]] for img in loaded], dtype=torch.float64, device=self.device)
+        base = None if cfg.landmark_weights is None else torch.tensor(cfg.landmark_weights)
+        weights = landmark_weights(cfg.jaw_weight, base)
+
+        t0 = time.perf_counter()
+        stage = cfg.landmark_stage
+        total = stage.rigid_iterations + stage.iterations if cfg.optimizer == "lm" else cfg.adam_iterations
+        bar = tqdm(total=total, desc="fit: landmarks", disable=cfg.quiet, leave=False)
+
+        def progress(it: int, entry: dict) -> None:
+            if it:
+                bar.update()
+                bar.set_postfix(px=f"{np.mean(entry['reprojection_px']):.2f}")
+
+        stage_result = solve_landmarks(
+            model, target_t, sizes,
+            num_shape=cfg.num_shape, num_expression=cfg.num_expression, rotation=cfg.rotation,
+            weights=weights, contour=cfg.contour, focal_ratio=cfg.focal_ratio, focal_log_sigma=cfg.focal_log_sigma,
+            w_landmark=cfg.weights.landmark, w_shape=cfg.weights.shape_prior, w_expr=cfg.weights.expression_prior,
+            w_focal=cfg.weights.focal_prior, iterations=stage.iterations, rigid_iterations=stage.rigid_iterations,
+            optimizer=cfg.optimizer, adam_lr=cfg.adam_lr, adam_iterations=cfg.adam_iterations, progress=progress,
+        )
+        bar.close()
+        timings["landmark_stage"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        params = stage_result.params
+        meshes, fitted = self._meshes(model, params, stage_result.vertex_ids, loaded)
+        timings["mesh_and_colors"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_all
+        camera = PinholeCamera(focal=params.focal, principal=params.principal, image_size=sizes.float())
+        return FitResult(
+            meshes=meshes,
+            params=params,
+            camera=camera,
+            landmarks_target=target_t.float(),
+            landmarks_fitted=fitted,
+            history=stage_result.history,
+            timings=timings,
+            model_info={k: v for k, v in model.summary().items() if k in ("name", "sha256", "vertices", "triangles", "shape_components", "expression_components")},
+            config=cfg.to_dict(),
+            sources=[img.path for img in loaded],
+            images=[img.pixels for img in loaded],
+            detections=detections,
+            landmark_vertices=stage_result.vertex_ids,
+        )
+
+    # ------------------------------------------------------------------ steps
+    def _load(self, item: Any):
+        from ..io.images import load_image
+
+        return load_image(item)
+
+    def _landmark_items(self, landmarks: Any, n: int) -> list[np.ndarray | None]:
+        from ..perception.landmark_file import read_landmarks
+
+        if landmarks is None:
+            return [None] * n
+        if isinstance(landmarks, (str, Path)) or (isinstance(landmarks, np.ndarray) and landmarks.ndim == 2):
+            landmarks = [landmarks]
+        if isinstance(landmarks, torch.Tensor):
+            landmarks = list(landmarks.detach().cpu().numpy()) if landmarks.ndim == 3 else [landmarks.detach().cpu().numpy()]
+        items = list(landmarks)
+        if len(items) != n:
+            raise LandmarkError(f"got landmarks for {len(items)} images but {n} images")
+        out: list[np.ndarray | None] = []
+        for item in items:
+            if item is None:
+                out.append(None)
+                continue
+            arr = read_landmarks(item) if isinstance(item, (str, Path)) else np.asarray(item, dtype=np.float64)
+            if arr.shape != (68, 2):
+                raise LandmarkError(f"landmarks must be 68 (x, y) points, got an array of shape {arr.shape}")
+            if not np.isfinite(arr).all():
+                raise LandmarkError("landmarks contain NaN or infinite values")
+            out.append(arr)
+        return out
+
+    def _detect(self, img):
+        from ..perception.detect import select_face
+
+        detections = self.detector.detect(img.pixels)
+        try:
+            return select_face(detections, self.config.face_index)
+        except NoFaceError as exc:
+            where = img.path or "the image"
+            raise NoFaceError(f"{where}: {exc}") from None
+
+    def _meshes(self, model: MorphableModel, params, vertex_ids: torch.Tensor, loaded) -> tuple[list[FaceMesh], torch.Tensor]:
+        from ..model.geometry import vertex_normals
+        from .colors import sample_vertex_colors
+
+        dev = self.device
+        verts = model.vertices(params.shape.to(dev), params.expression.to(dev))
+        rot = params.rotation_matrix()
+        cam = transform_points(verts, rot, params.translation)
+        proj = project_points(cam, params.focal, params.principal)
+        tri = torch.as_tensor(model.triangles, device=dev)
+        normals = vertex_normals(cam, tri) if tri.numel() else None
+        fitted = proj.gather(1, vertex_ids[..., None].expand(-1, -1, 2))
+        uv = None if model.uv is None else torch.as_tensor(model.uv)
+        uv_tri = None if model.uv_triangles is None else torch.as_tensor(model.uv_triangles)
+        meshes = []
+        for i, img in enumerate(loaded):
+            colors = visible = None
+            if normals is not None:
+                c, vis = sample_vertex_colors(
+                    img.pixels, proj[i].cpu().numpy(), normals[i].cpu().numpy(), cam[i].cpu().numpy(), triangles=model.triangles
+                )
+                colors, visible = torch.as_tensor(c, dtype=torch.float32), torch.as_tensor(vis)
+            meshes.append(FaceMesh(
+                vertices=verts[i].detach().cpu(), vertices_camera=cam[i].detach().cpu(), projected=proj[i].detach().cpu(),
+                triangles=tri.cpu(), uv=uv, uv_triangles=uv_tri, colors=colors, visible=visible,
+            ))
+        return meshes, fitted.float().cpu()

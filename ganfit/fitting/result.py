@@ -1,0 +1,183 @@
+"""What a fit returns, and how it is written to disk."""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._atomic import atomic_write_bytes, atomic_write_text
+from ..errors import OutputError
+from ..render.camera import PinholeCamera
+from .params import FitParams
+
+
+@dataclass
+class FaceMesh:
+    """One fitted face.
+
+    vertices: (V, 3) model space, mm (the face's own frame: y up, looking down +z).
+    vertices_camera: (V, 3) camera space, mm.
+    projected: (V, 2) pixels in the photo.
+    triangles: (F, 3); uv: (V, 2) or (T, 2) with uv_triangles (F, 3), or None.
+    colors: (V, 3) in [0, 1] sampled from the photo (None if not sampled); visible: (V,) bool.
+    """
+
+    vertices: torch.Tensor
+    vertices_camera: torch.Tensor
+    projected: torch.Tensor
+    triangles: torch.Tensor
+    uv: torch.Tensor | None = None
+    uv_triangles: torch.Tensor | None = None
+    colors: torch.Tensor | None = None
+    visible: torch.Tensor | None = None
+
+
+@dataclass
+class FitResult:
+    """The result of `Fitter.fit` for B images.
+
+    meshes: B `FaceMesh`; params: `FitParams` (B batched); camera: `PinholeCamera`;
+    landmarks_target / landmarks_fitted: (B, 68, 2) pixels; history: one dict per iteration mapping a loss
+    name to B values; timings: seconds per step; sources: the input paths (or None for arrays).
+    """
+
+    meshes: list[FaceMesh]
+    params: FitParams
+    camera: PinholeCamera
+    landmarks_target: torch.Tensor
+    landmarks_fitted: torch.Tensor
+    history: list[dict[str, list[float]]]
+    timings: dict[str, float]
+    model_info: dict[str, Any]
+    config: dict[str, Any]
+    sources: list[str | None]
+    images: list[np.ndarray] = field(default_factory=list, repr=False)
+    detections: list[Any] = field(default_factory=list, repr=False)
+    landmark_vertices: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.meshes)
+
+    def losses(self, index: int = 0) -> dict[str, list[float]]:
+        """Per-iteration values of each loss term for image `index`."""
+        if not self.history:
+            return {}
+        return {k: [h[k][index] for h in self.history] for k in self.history[0]}
+
+    def reprojection_error_px(self) -> torch.Tensor:
+        """(B,) mean landmark distance between fitted and target landmarks, pixels."""
+        return (self.landmarks_fitted - self.landmarks_target).norm(dim=-1).mean(-1)
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self, index: int = 0) -> dict[str, Any]:
+        """Everything about image `index` that is not the mesh itself, JSON-ready."""
+        from .. import __version__
+
+        det = self.detections[index] if index < len(self.detections) else None
+        return {
+            "ganfit_version": __version__,
+            "source": self.sources[index],
+            "model": self.model_info,
+            "params": self.params.to_dict(index),
+            "camera": self.camera.to_dict(index),
+            "landmarks": {
+                "target_px": self.landmarks_target[index].tolist(),
+                "fitted_px": self.landmarks_fitted[index].tolist(),
+                "reprojection_error_px": float(self.reprojection_error_px()[index]),
+                "detector": None if det is None else det.backend,
+                "face_box_px": None if det is None else [float(v) for v in det.box],
+            },
+            "losses": self.losses(index),
+            "timings_s": self.timings,
+            "config": self.config,
+            "versions": {
+                "python": sys.version.split()[0],
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "platform": platform.platform(),
+            },
+        }
+
+    def output_paths(self, path: str | Path) -> list[dict[str, Path]]:
+        """Where `save(path)` writes each image's files: obj, mtl-free json, overlay png.
+
+        A path ending in .obj is used as is for one image and numbered (``face_0.obj``) for several; any
+        other path is a folder that gets ``<photo name>.obj`` per image.
+        """
+        p = Path(path)
+        if p.suffix.lower() == ".obj":
+            stems = [p.stem] if len(self) == 1 else [f"{p.stem}_{i}" for i in range(len(self))]
+            folder = p.parent
+        else:
+            folder = p
+            stems, seen = [], set()
+            for i, src in enumerate(self.sources):
+                stem = Path(src).stem if src else f"face_{i}"
+                while stem in seen:
+                    stem = f"{stem}_{i}"
+                seen.add(stem)
+                stems.append(stem)
+        return [
+            {"obj": folder / f"{s}.obj", "json": folder / f"{s}.json", "overlay": folder / f"{s}_overlay.png"} for s in stems
+        ]
+
+    def save(self, path: str | Path, *, overlay: bool = True) -> list[Path]:
+        """Write OBJ (vertices, triangles, UVs, photo colours), JSON (parameters, camera, losses, timings,
+        versions, model name and checksum) and an overlay PNG for every image. Each file is written
+        atomically, and everything is rendered in memory before the first file is written.
+
+        Returns the paths written.
+        """
+        from ..io.mesh import obj_text
+        from ..io.overlay import make_fit_overlay, png_bytes
+
+        plan = self.output_paths(path)
+        folder = plan[0]["obj"].parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}") from exc
+        payloads: list[tuple[Path, bytes | str]] = []
+        for i, (mesh, files) in enumerate(zip(self.meshes, plan)):
+            payloads.append((files["obj"], obj_text(
+                mesh.vertices.detach().cpu().numpy(),
+                mesh.triangles.cpu().numpy(),
+                uv=None if mesh.uv is None else mesh.uv.cpu().numpy(),
+                uv_triangles=None if mesh.uv_triangles is None else mesh.uv_triangles.cpu().numpy(),
+                vertex_colors=None if mesh.colors is None else mesh.colors.cpu().numpy(),
+                comment=f"ganfit fit of {self.sources[i] or 'an array'}; model {self.model_info.get('name')}; millimetres, y up, face looking down +z",
+            )))
+            payloads.append((files["json"], json.dumps(self.to_dict(i), indent=1)))
+            if overlay and i < len(self.images):
+                normals = _camera_normals(mesh)
+                panel = make_fit_overlay(
+                    self.images[i],
+                    mesh.projected.detach().cpu().numpy(),
+                    (-mesh.vertices_camera[:, 2]).detach().cpu().numpy(),
+                    mesh.triangles.cpu().numpy(),
+                    self.landmarks_target[i].cpu().numpy(),
+                    self.landmarks_fitted[i].cpu().numpy(),
+                    normals,
+                )
+                payloads.append((files["overlay"], png_bytes(panel)))
+        written = []
+        for target, data in payloads:
+            if isinstance(data, str):
+                atomic_write_text(target, data)
+            else:
+                atomic_write_bytes(target, data)
+            written.append(target)
+        return written
+
+
+def _camera_normals(mesh: FaceMesh) -> np.ndarray:
+    from ..model.geometry import vertex_normals
+
+    n = vertex_normals(mesh.vertices_camera[None].detach().float(), mesh.triangles)[0]
+    return n.cpu().numpy()
