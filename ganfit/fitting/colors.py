@@ -1,0 +1,187 @@
+"""Per-vertex colours sampled from a photo, with a visibility test (not differentiable).
+
+A vertex takes the photo's colour at its projection (bilinear) when it is
+
+1. inside the image and in front of the camera,
+2. facing the camera: ``cos(normal, vertex -> camera) > min_cos``, and
+3. not occluded: its depth is at most the z-buffer depth at its pixel plus a tolerance.
+
+The z-buffer is the rasterised mesh when `triangles` is given (exact; recommended) and otherwise a
+min-depth splat of the vertices dilated by about one vertex spacing (approximate: it may call
+vertices next to a depth discontinuity occluded, and misses occluders thinner than the spacing).
+
+The tolerance is ``depth_tol`` millimetres plus what a surface at the vertex's slope rises over the
+distance between the vertex and the pixel centre (or the splat window), so smooth, steep surfaces are
+not mistaken for self-occlusion. The slope comes from the normal; millimetres per pixel come from a
+pinhole focal length estimated by least squares from `vertices_cam` and `projected`.
+
+Vertices that fail any test are ``visible = False`` and get the **mean colour of the visible
+vertices** (mid-grey 0.5 if none is visible); use `visible` to treat them differently (e.g. mirror or
+inpaint in UV space).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..model.geometry import rasterize_screen
+
+__all__ = ["sample_vertex_colors"]
+
+_FALLBACK_GREY = 0.5
+
+
+def _tensor(x, device, dtype=torch.float32) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(device=device, dtype=dtype)
+    return torch.as_tensor(np.ascontiguousarray(x), device=device, dtype=dtype)
+
+
+def _image_tensor(image) -> tuple[torch.Tensor, bool]:
+    """(H, W, 3) float32 tensor in [0, 1]; and whether the input was a torch tensor."""
+    is_torch = isinstance(image, torch.Tensor)
+    img = image.detach() if is_torch else torch.as_tensor(np.ascontiguousarray(image))
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3), got {tuple(img.shape)}")
+    img = img.float() / 255.0 if img.dtype == torch.uint8 else img.float()
+    return img, is_torch
+
+
+def _bilinear(img: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """Sample (H, W, C) at (N, 2) pixel coordinates (pixel centres at +0.5), clamped at the border."""
+    h, w = img.shape[:2]
+    x = (xy[:, 0] - 0.5).clamp(0, w - 1)
+    y = (xy[:, 1] - 0.5).clamp(0, h - 1)
+    x0 = x.floor().long().clamp(max=w - 2) if w > 1 else torch.zeros_like(x, dtype=torch.long)
+    y0 = y.floor().long().clamp(max=h - 2) if h > 1 else torch.zeros_like(y, dtype=torch.long)
+    x1 = (x0 + 1).clamp(max=w - 1)
+    y1 = (y0 + 1).clamp(max=h - 1)
+    fx = (x - x0.to(x.dtype)).unsqueeze(1)
+    fy = (y - y0.to(y.dtype)).unsqueeze(1)
+    top = img[y0, x0] * (1 - fx) + img[y0, x1] * fx
+    bottom = img[y1, x0] * (1 - fx) + img[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _focal_estimate(proj: torch.Tensor, verts: torch.Tensor, mask: torch.Tensor) -> float | None:
+    """Pinhole focal length (px) fitted to u = cx + f x/(-z), v = cy - f y/(-z); None if degenerate."""
+    if int(mask.sum()) < 3:
+        return None
+    p = proj[mask].double()
+    v = verts[mask].double()
+    a = torch.cat([v[:, 0] / -v[:, 2], -v[:, 1] / -v[:, 2]])
+    b = torch.cat([p[:, 0] - p[:, 0].mean(), p[:, 1] - p[:, 1].mean()])
+    a = torch.cat([a[: len(p)] - a[: len(p)].mean(), a[len(p):] - a[len(p):].mean()])
+    denom = float((a * a).sum())
+    if denom <= 1e-18:
+        return None
+    f = float((a * b).sum()) / denom
+    return f if math.isfinite(f) and f > 0 else None
+
+
+@torch.no_grad()
+def sample_vertex_colors(
+    image,
+    projected,
+    normals_cam,
+    vertices_cam,
+    *,
+    triangles=None,
+    min_cos: float = 0.1,
+    depth_tol: float = 2.0,
+):
+    """Colour of each vertex from a photo, and whether the vertex is visible in it.
+
+    Args:
+        image: (H, W, 3) float in [0, 1] or uint8, numpy or torch.
+        projected: (V, 2) pixel coordinates of the vertices (x right, y down, pixel centres at +0.5).
+        normals_cam: (V, 3) vertex normals in camera space (normalised here).
+        vertices_cam: (V, 3) vertices in camera space, millimetres (camera at the origin looking down -z).
+        triangles: (F, 3) vertex indices; when given, occlusion uses the rasterised mesh (recommended),
+            otherwise a splat of the vertices (see the module docstring).
+        min_cos: a vertex is front-facing when the cosine between its normal and the direction to the
+            camera exceeds this.
+        depth_tol: occlusion tolerance in millimetres (added to the slope allowance).
+    Returns:
+        colors: (V, 3) float32 in [0, 1]; invisible vertices get the mean visible colour.
+        visible: (V,) bool.
+        Both numpy when `image` is numpy, else tensors on the image's device.
+    """
+    img, as_torch = _image_tensor(image)
+    device = img.device
+    h, w = img.shape[:2]
+    proj = _tensor(projected, device)
+    nrm = _tensor(normals_cam, device)
+    verts = _tensor(vertices_cam, device)
+    n_v = proj.shape[0]
+    if proj.ndim != 2 or proj.shape[1] != 2:
+        raise ValueError(f"projected must be (V, 2), got {tuple(proj.shape)}")
+    if nrm.shape != (n_v, 3):
+        raise ValueError(f"normals_cam must be (V={n_v}, 3), got {tuple(nrm.shape)}")
+    if verts.shape != (n_v, 3):
+        raise ValueError(f"vertices_cam must be (V={n_v}, 3), got {tuple(verts.shape)}")
+
+    depth = -verts[:, 2]
+    finite = torch.isfinite(proj).all(1) & torch.isfinite(verts).all(1) & torch.isfinite(nrm).all(1)
+    inside = (
+        finite & (depth > 0)
+        & (proj[:, 0] >= 0) & (proj[:, 0] < w)
+        & (proj[:, 1] >= 0) & (proj[:, 1] < h)
+    )  # fmt: skip
+    to_cam = -verts / verts.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    unit_n = nrm / nrm.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    cos = (unit_n * to_cam).sum(1)
+    facing = inside & (cos > min_cos)
+
+    # Slope allowance: depth change over `window` pixels on a surface tilted by acos(cos).
+    focal = _focal_estimate(proj, verts, inside)
+    cos_c = cos.clamp(min=max(min_cos, 1e-3), max=1.0)
+    tan = torch.sqrt((1.0 - cos_c * cos_c).clamp_min(0.0)) / cos_c
+    mm_per_px = depth.clamp_min(0) / focal if focal is not None else torch.zeros_like(depth)
+
+    safe = torch.where(torch.isfinite(proj), proj, torch.zeros_like(proj))
+    px = safe[:, 0].clamp(0, w - 1).floor().long()
+    py = safe[:, 1].clamp(0, h - 1).floor().long()
+    if triangles is not None:
+        tris = torch.as_tensor(
+            triangles if isinstance(triangles, torch.Tensor) else np.ascontiguousarray(triangles, dtype=np.int64)
+        )
+        # Triangles with a corner that is non-finite or behind the camera are left out (NaN depth).
+        usable = finite & (depth > 0)
+        _, _, zbuf = rasterize_screen(
+            proj.cpu(), torch.where(usable, depth, torch.full_like(depth, float("nan"))).cpu(), tris.cpu(),
+            h, w, cull_backfaces=False,
+        )
+        zbuf = zbuf.to(device)
+        window = math.sqrt(0.5)  # farthest a vertex lies from its pixel centre
+    else:
+        # Splat every vertex in the image (facing or not: anything can occlude), then dilate.
+        ids = (py * w + px)[inside]
+        zbuf = torch.full((h * w,), float("inf"), device=device)
+        zbuf.scatter_reduce_(0, ids, depth[inside], reduce="amin")
+        n_in = int(inside.sum())
+        if n_in > 1:
+            span = (proj[inside].amax(0) - proj[inside].amin(0)).clamp_min(1.0)
+            spacing = math.sqrt(float(span[0] * span[1]) / n_in)
+        else:
+            spacing = 1.0
+        radius = int(min(8, max(1, math.ceil(spacing))))
+        zbuf = -F.max_pool2d(-zbuf.view(1, 1, h, w), 2 * radius + 1, stride=1, padding=radius).view(h, w)
+        window = radius + math.sqrt(0.5)
+    tol = depth_tol + window * mm_per_px * tan
+    unoccluded = depth <= zbuf[py, px] + tol
+    visible = facing & unoccluded
+
+    colors = torch.empty((n_v, 3), device=device)
+    if bool(visible.any()):
+        sampled = _bilinear(img, proj[visible]).clamp(0.0, 1.0)
+        colors[visible] = sampled
+        colors[~visible] = sampled.mean(0)
+    else:
+        colors.fill_(_FALLBACK_GREY)
+    if as_torch:
+        return colors, visible
+    return colors.cpu().numpy(), visible.cpu().numpy()

@@ -1,0 +1,144 @@
+"""`ganfit` command line: help, bad input (one-line error, non-zero exit, nothing written), and a real fit."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ganfit.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT / "examples" / "astronaut.png"
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clean_failure(code, err, out_dir: Path, words: str):
+    assert code != 0
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ganfit: error:"), err
+    assert words.lower() in lines[0].lower(), lines[0]
+    assert "Traceback" not in err
+    assert not out_dir.exists() or not any(out_dir.iterdir()), list(out_dir.iterdir())
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for opt in ["--output", "--device", "--seed", "--iterations", "--config", "--landmarks", "--quiet", "--stages",
+                "--face-index", "--model", "--detector", "--optimizer", "--contour", "--no-overlay"]:
+        assert opt in text
+    assert "face_overlay.png" in text
+
+
+def test_python_dash_m_works():
+    r = subprocess.run([sys.executable, "-m", "ganfit", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.startswith("ganfit ")
+
+
+def _bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
+    text = tmp / "notes.jpg"
+    text.write_text("this is not an image\n")
+    empty = tmp / "empty.jpg"
+    empty.write_bytes(b"")
+    buf = io.BytesIO()
+    Image.open(PHOTO).save(buf, format="JPEG", quality=90)
+    trunc = tmp / "truncated.jpg"
+    trunc.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
+    noface = tmp / "noface.png"
+    yy, xx = np.mgrid[0:256, 0:256]
+    Image.fromarray(np.stack([xx, yy, (xx + yy) // 2], -1).astype(np.uint8)).save(noface)
+    return {
+        "missing": (tmp / "nope.jpg", "no such file"),
+        "text": (text, "not"),
+        "empty": (empty, "empty"),
+        "truncated": (trunc, "truncat"),
+        "noface": (noface, "no face"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "text", "empty", "truncated", "noface"])
+def test_bad_images_fail_cleanly(case, tmp_path, capsys):
+    path, words = _bad_files(tmp_path)[case]
+    out_dir = tmp_path / "out"
+    code, out, err = run(["fit", str(path), "-o", str(out_dir / "face.obj"), "-q"], capsys)
+    assert_clean_failure(code, err, out_dir, words)
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, out, err = run(["fit", str(PHOTO), "-o", str(blocker / "sub" / "face.obj"), "-q"], capsys)
+    assert_clean_failure(code, err, blocker.parent / "none", "cannot write")
+    if os.geteuid() != 0:  # root ignores permission bits
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        code, out, err = run(["fit", str(PHOTO), "-o", str(ro / "face.obj"), "-q"], capsys)
+        assert_clean_failure(code, err, ro, "cannot write")
+
+
+def test_landmark_file_with_wrong_count(tmp_path, capsys):
+    lm = tmp_path / "lm.npy"
+    np.save(lm, np.zeros((5, 2)))
+    out_dir = tmp_path / "out"
+    code, out, err = run(["fit", str(PHOTO), "--landmarks", str(lm), "-o", str(out_dir / "face.obj"), "-q"], capsys)
+    assert_clean_failure(code, err, out_dir, "68")
+
+
+def test_landmark_files_must_match_photos(tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    code, out, err = run(["fit", str(PHOTO), str(PHOTO), "--landmarks", "a.pts", "-o", str(out_dir), "-q"], capsys)
+    assert_clean_failure(code, err, out_dir, "one per photo")
+
+
+def test_bad_config_and_device(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("optimiser: lm\n")
+    out_dir = tmp_path / "out"
+    code, out, err = run(["fit", str(PHOTO), "--config", str(cfg), "-o", str(out_dir / "f.obj")], capsys)
+    assert_clean_failure(code, err, out_dir, "unknown config option")
+    code, out, err = run(["fit", str(PHOTO), "--device", "tpu", "-o", str(out_dir / "f.obj")], capsys)
+    assert_clean_failure(code, err, out_dir, "device")
+
+
+@pytest.mark.assets
+def test_fit_example_photo_end_to_end(bfm, tmp_path, capsys):
+    out = tmp_path / "out" / "face.obj"
+    code, stdout, err = run(["fit", str(PHOTO), "-o", str(out), "--seed", "3"], capsys)
+    assert code == 0, err
+    assert out.exists() and out.with_suffix(".json").exists() and (out.parent / "face_overlay.png").exists()
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["model"]["name"] == "bfm-3ddfa" and len(data["model"]["sha256"]) == 64
+    assert data["landmarks"]["reprojection_error_px"] < 4.0  # astronaut face is ~150 px wide
+    assert abs(data["params"]["yaw_pitch_roll_deg"][0]) < 30
+    assert len(data["losses"]["total"]) >= 2 and data["losses"]["total"][-1] < data["losses"]["total"][0]
+    assert data["config"]["seed"] == 3 and "torch" in data["versions"]
+    import trimesh
+
+    mesh = trimesh.load(out, process=False)
+    assert len(mesh.vertices) == bfm.num_vertices and len(mesh.faces) == len(bfm.triangles)
+    colors = np.asarray(mesh.visual.vertex_colors)[:, :3]
+    # the fitted face is skin-coloured where visible: red channel above blue on average
+    assert colors[:, 0].mean() > colors[:, 2].mean()
+    overlay = np.asarray(Image.open(out.parent / "face_overlay.png"))
+    assert overlay.ndim == 3 and overlay.shape[1] > overlay.shape[0]
+    assert "landmark error" in stdout
+    # same seed, same result
+    out2 = tmp_path / "out2" / "face.obj"
+    assert main(["fit", str(PHOTO), "-o", str(out2), "--seed", "3", "-q"]) == 0
+    a, b = json.loads(out.with_suffix(".json").read_text()), json.loads(out2.with_suffix(".json").read_text())
+    assert a["params"] == b["params"]
