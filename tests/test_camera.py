@@ -60,3 +60,20 @@ def test_projection_analytic():
     cam = PinholeCamera(torch.tensor([500.0]), torch.tensor([[320.0, 240.0]]), torch.tensor([[640.0, 480.0]]))
     assert cam.field_of_view_deg()[0] == pytest.approx(math.degrees(2 * math.atan(320 / 500)), rel=1e-5)
     assert cam.to_dict(0)["image_size"] == [640, 480]
+
+
+def test_clip_space_agrees_with_projection(generator):
+    from ganfit.render.camera import clip_from_camera
+
+    pts = torch.randn(2, 20, 3, generator=generator, dtype=torch.float64) * 30
+    pts[..., 2] -= 600
+    focal = torch.tensor([800.0, 1200.0], dtype=torch.float64)
+    principal = torch.tensor([[320.0, 240.0], [300.0, 250.0]], dtype=torch.float64)
+    uv = project_points(pts, focal, principal)
+    clip = clip_from_camera(pts, focal, principal, (640, 480))
+    ndc = clip[..., :3] / clip[..., 3:]
+    assert torch.allclose((ndc[..., 0] + 1) * 320, uv[..., 0], atol=1e-9)
+    assert torch.allclose((1 - ndc[..., 1]) * 240, uv[..., 1], atol=1e-9)
+    assert ((ndc[..., 2] > -1) & (ndc[..., 2] < 1)).all()
+    near = clip_from_camera(torch.tensor([[[0.0, 0.0, -10.0]]], dtype=torch.float64), focal[:1], principal[:1], (640, 480))
+    assert (near[..., 2] / near[..., 3]).item() == pytest.approx(-1.0)

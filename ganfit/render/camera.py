@@ -165,3 +165,33 @@ class PinholeCamera:
             "fov_deg": float(self.field_of_view_deg()[index]),
             "convention": "camera at origin looking down -z, y up; pixels x right, y down",
         }
+
+
+def clip_from_camera(
+    points_camera: torch.Tensor,
+    focal: torch.Tensor,
+    principal: torch.Tensor,
+    image_size: tuple[int, int],
+    near: float = 10.0,
+    far: float = 10000.0,
+) -> torch.Tensor:
+    """Camera-space points to OpenGL clip space (what rasterizers take), consistent with `project_points`.
+
+    x_ndc = 2u/W - 1 (left to right), y_ndc = 1 - 2v/H (bottom to top), z_ndc in [-1, 1] from `near` to
+    `far` (millimetres in front of the camera), w = -z. So a point projecting to pixel (u, v) lands at
+    the same place in the rasterized image, whose row 0 is the TOP of the image.
+
+    Args:
+        points_camera: (B, N, 3); focal: (B,) px; principal: (B, 2) px; image_size: (W, H).
+    Returns:
+        (B, N, 4) clip coordinates.
+    """
+    w_img, h_img = image_size
+    x, y, z = points_camera.unbind(-1)
+    w = -z
+    f = focal[:, None]
+    cx, cy = principal[:, 0:1], principal[:, 1:2]
+    x_clip = (2.0 * f / w_img) * x + (2.0 * cx / w_img - 1.0) * w
+    y_clip = (2.0 * f / h_img) * y + (1.0 - 2.0 * cy / h_img) * w
+    z_clip = -(far + near) / (far - near) * z - 2.0 * far * near / (far - near)
+    return torch.stack([x_clip, y_clip, z_clip, w], dim=-1)
