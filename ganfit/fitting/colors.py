@@ -43,7 +43,7 @@ def _tensor(x, device, dtype=torch.float32) -> torch.Tensor:
 def _image_tensor(image) -> tuple[torch.Tensor, bool]:
     """(H, W, 3) float32 tensor in [0, 1]; and whether the input was a torch tensor."""
     is_torch = isinstance(image, torch.Tensor)
-    img = image.detach() if is_torch else torch.as_tensor(np.ascontiguousarray(image))
+    img = image.detach() if is_torch else torch.from_numpy(np.require(image, requirements=["C", "W"]))
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3), got {tuple(img.shape)}")
     img = img.float() / 255.0 if img.dtype == torch.uint8 else img.float()

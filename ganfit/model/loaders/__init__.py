@@ -9,6 +9,7 @@ format         file                                        loader
 ``bfm2017``    ``model2017-1_*.h5`` (statismo HDF5)        `load_bfm2017`
 ``flame``      FLAME ``generic_model.pkl``                 `load_flame`
 ``ict``        ICT-FaceKit ``FaceXModel/`` folder          `load_ict`
+``bfm3ddfa``   folder of 3DDFA's BFM arrays (``u_shp.npy``)  `load_bfm_3ddfa`
 =============  ==========================================  ==========================
 
 `load_model_file` picks the format from the extension and, for ``.mat``, from the variable names.
@@ -25,11 +26,13 @@ from ..morphable import MorphableModel
 from ._common import read_landmarks
 from .bfm2009 import load_bfm2009
 from .bfm2017 import load_bfm2017
+from .bfm3ddfa import FILES as BFM3DDFA_FILES
+from .bfm3ddfa import load_bfm_3ddfa
 from .bfm_front import load_bfm_front
 from .flame import load_flame
 from .ict import INDEX_FILE, load_ict
 
-FORMATS = ("npz", "bfm2009", "bfm_front", "bfm2017", "flame", "ict")
+FORMATS = ("npz", "bfm2009", "bfm_front", "bfm2017", "flame", "ict", "bfm3ddfa")
 
 _LOADERS: dict[str, Callable[..., MorphableModel]] = {
     "bfm2009": load_bfm2009,
@@ -73,10 +76,13 @@ def detect_format(path: str | Path) -> str:
     if not p.exists():
         raise AssetError(f"face model {p} does not exist")
     if p.is_dir() or p.name == INDEX_FILE:
+        if p.is_dir() and all((p / f).is_file() for f in BFM3DDFA_FILES):
+            return "bfm3ddfa"
         if (p / INDEX_FILE).is_file() or (p / "FaceXModel" / INDEX_FILE).is_file() or p.name == INDEX_FILE:
             return "ict"
         raise ModelFormatError(
-            f"{p}: a folder is read only as an ICT-FaceKit FaceXModel folder, and it has no {INDEX_FILE}"
+            f"{p}: a folder is read only as an ICT-FaceKit FaceXModel folder (with {INDEX_FILE}) or a folder "
+            f"of 3DDFA BFM arrays ({', '.join(BFM3DDFA_FILES)})"
         )
     suffix = p.suffix.lower()
     if suffix == ".mat":
@@ -109,8 +115,8 @@ def load_model_file(
         raise ModelFormatError(f"unknown face-model format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if not Path(path).exists():
         raise AssetError(f"face model {path} does not exist")
-    if fmt == "npz":
-        model = MorphableModel.load_npz(path)
+    if fmt in ("npz", "bfm3ddfa"):
+        model = MorphableModel.load_npz(path) if fmt == "npz" else load_bfm_3ddfa(path)
         if landmarks is None:
             return model
         base = int(options.get("landmark_index_base", 0))
@@ -128,4 +134,5 @@ __all__ = [
     "load_bfm_front",
     "load_flame",
     "load_ict",
+    "load_bfm_3ddfa",
 ]
