@@ -77,3 +77,14 @@ def test_clip_space_agrees_with_projection(generator):
     assert ((ndc[..., 2] > -1) & (ndc[..., 2] < 1)).all()
     near = clip_from_camera(torch.tensor([[[0.0, 0.0, -10.0]]], dtype=torch.float64), focal[:1], principal[:1], (640, 480))
     assert (near[..., 2] / near[..., 3]).item() == pytest.approx(-1.0)
+
+
+def test_axis_angle_jacobian_matches_autodiff(generator):
+    from ganfit.render.camera import axis_angle_jacobian
+
+    aa = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+    aa[0] = 0.0
+    aa[1] = torch.tensor([1e-7, 0.0, 0.0])
+    aa[2] *= 3.0
+    auto = torch.stack([torch.autograd.functional.jacobian(axis_angle_to_matrix, a[None])[0, :, :, 0] for a in aa])
+    assert torch.allclose(axis_angle_jacobian(aa), auto, atol=1e-6)

@@ -283,3 +283,23 @@ def test_png_bytes_decodes_to_the_image():
     img = np.random.default_rng(1).random((12, 17, 3)).astype(np.float32)
     back = np.asarray(PILImage.open(io.BytesIO(png_bytes(img))), dtype=np.float32) / 255
     np.testing.assert_allclose(back, img, atol=0.5 / 255 + 1e-6)
+
+
+def test_occlusion_with_downscaled_zbuffer():
+    """A face far larger than the z-buffer's side is tested at reduced resolution, still correctly."""
+    from ganfit.fitting import colors as colors_mod
+
+    back, back_tris = plane(-100.0, -28, 28, -28, 28, 2)
+    front, front_tris = plane(-50.0, -4, 4, -4, 4, 1)
+    verts = np.concatenate([back, front])
+    tris = np.concatenate([back_tris, front_tris + len(back)])
+    scale = 40.0  # the scene spans ~2300 px: more than twice _ZBUF_MAX_SIDE
+    assert (project(verts).max() - project(verts).min()) * scale > 2 * colors_mod._ZBUF_MAX_SIDE
+    proj = (project(verts) - SIZE / 2) * scale + 1500
+    img = np.zeros((3000, 3000, 3), np.float32)
+    _, visible = sample_vertex_colors(img, proj, normals_of(verts, tris), verts, triangles=tris)
+    behind = (np.abs(back[:, 0]) < 7.5) & (np.abs(back[:, 1]) < 7.5)
+    clear = (np.abs(back[:, 0]) > 10.5) | (np.abs(back[:, 1]) > 10.5)
+    assert not visible[: len(back)][behind].any()
+    assert visible[: len(back)][clear].all()
+    assert visible[len(back):].all()

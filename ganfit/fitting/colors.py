@@ -82,6 +82,10 @@ def _focal_estimate(proj: torch.Tensor, verts: torch.Tensor, mask: torch.Tensor)
     return f if math.isfinite(f) and f > 0 else None
 
 
+#: longest side of the occlusion z-buffer (pixels); larger faces are tested at reduced resolution.
+_ZBUF_MAX_SIDE = 1024
+
+
 @torch.no_grad()
 def sample_vertex_colors(
     image,
@@ -151,12 +155,26 @@ def sample_vertex_colors(
         )
         # Triangles with a corner that is non-finite or behind the camera are left out (NaN depth).
         usable = finite & (depth > 0)
+        # The z-buffer only needs the face's bounding box, at no more than `_ZBUF_MAX_SIDE` pixels:
+        # a face filling an 8000 px photo is tested at ~1/8 resolution with a matching tolerance.
+        if bool(inside.any()):
+            lo = safe[inside].amin(0).floor().clamp_min(0)
+            hi = safe[inside].amax(0).ceil()
+        else:
+            lo, hi = torch.zeros(2, device=device), torch.tensor([float(w), float(h)], device=device)
+        zscale = min(1.0, _ZBUF_MAX_SIDE / max(float((hi - lo).max()), 1.0))
+        zw = int(math.ceil(float(hi[0] - lo[0]) * zscale)) + 2
+        zh = int(math.ceil(float(hi[1] - lo[1]) * zscale)) + 2
+        zproj = (proj - lo) * zscale
         _, _, zbuf = rasterize_screen(
-            proj.cpu(), torch.where(usable, depth, torch.full_like(depth, float("nan"))).cpu(), tris.cpu(),
-            h, w, cull_backfaces=False,
+            zproj.cpu(), torch.where(usable, depth, torch.full_like(depth, float("nan"))).cpu(), tris.cpu(),
+            zh, zw, cull_backfaces=False,
         )
         zbuf = zbuf.to(device)
-        window = math.sqrt(0.5)  # farthest a vertex lies from its pixel centre
+        zsafe = torch.where(torch.isfinite(zproj), zproj, torch.zeros_like(zproj))
+        px = zsafe[:, 0].clamp(0, zw - 1).floor().long()
+        py = zsafe[:, 1].clamp(0, zh - 1).floor().long()
+        window = math.sqrt(0.5) / zscale  # farthest a vertex lies from its z-buffer pixel centre, in pixels
     else:
         # Splat every vertex in the image (facing or not: anything can occlude), then dilate.
         ids = (py * w + px)[inside]
@@ -185,3 +203,27 @@ def sample_vertex_colors(
     if as_torch:
         return colors, visible
     return colors.cpu().numpy(), visible.cpu().numpy()
+
+
+def fill_unseen_colors(colors: np.ndarray, visible: np.ndarray, triangles: np.ndarray, mirror: np.ndarray | None = None) -> np.ndarray:
+    """Colours for vertices the photo does not show: the mirror vertex's colour where that one is
+    visible (faces are nearly symmetric), then a harmonic fill over the mesh for the rest, so there is
+    no flat patch and no seam at the visibility boundary.
+
+    Args:
+        colors: (V, 3) sampled colours (rows of invisible vertices are ignored); visible: (V,) bool;
+        triangles: (F, 3); mirror: (V,) mirror vertex index or -1 (see `topology.mirror_vertices`).
+    Returns:
+        (V, 3) float32 in [0, 1].
+    """
+    from ..model.topology import harmonic_fill
+
+    out = np.asarray(colors, dtype=np.float64).copy()
+    known = np.asarray(visible, dtype=bool).copy()
+    if mirror is not None:
+        m = np.asarray(mirror)
+        take = ~known & (m >= 0)
+        take[take] = known[m[take]]
+        out[take] = out[m[take]]
+        known = known | take
+    return np.clip(harmonic_fill(out, known, triangles), 0.0, 1.0).astype(np.float32)

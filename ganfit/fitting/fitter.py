@@ -196,7 +196,8 @@ class Fitter:
 
     def _meshes(self, model: MorphableModel, params, vertex_ids: torch.Tensor, loaded) -> tuple[list[FaceMesh], torch.Tensor]:
         from ..model.geometry import vertex_normals
-        from .colors import sample_vertex_colors
+        from ..model.topology import mirror_vertices
+        from .colors import fill_unseen_colors, sample_vertex_colors
 
         dev = self.device
         verts = model.vertices(params.shape.to(dev), params.expression.to(dev))
@@ -208,6 +209,7 @@ class Fitter:
         fitted = proj.gather(1, vertex_ids[..., None].expand(-1, -1, 2))
         uv = None if model.uv is None else torch.as_tensor(model.uv)
         uv_tri = None if model.uv_triangles is None else torch.as_tensor(model.uv_triangles)
+        mirror = mirror_vertices(model.mean) if normals is not None else None
         meshes = []
         for i, img in enumerate(loaded):
             colors = visible = None
@@ -215,6 +217,7 @@ class Fitter:
                 c, vis = sample_vertex_colors(
                     img.pixels, proj[i].cpu().numpy(), normals[i].cpu().numpy(), cam[i].cpu().numpy(), triangles=model.triangles
                 )
+                c = fill_unseen_colors(c, vis, model.triangles, mirror)
                 colors, visible = torch.as_tensor(c, dtype=torch.float32), torch.as_tensor(vis)
             meshes.append(FaceMesh(
                 vertices=verts[i].detach().cpu(), vertices_camera=cam[i].detach().cpu(), projected=proj[i].detach().cpu(),

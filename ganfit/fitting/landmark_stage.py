@@ -25,7 +25,7 @@ from torch.func import jacfwd, vmap
 
 from ..errors import FitError
 from ..model.morphable import MorphableModel
-from ..render.camera import matrix_to_axis_angle, matrix_to_rotation_6d, project_points, rotation_matrix
+from ..render.camera import axis_angle_jacobian, matrix_to_axis_angle, matrix_to_rotation_6d, project_points, rotation_matrix
 from .contour import ContourCandidates, build_contour_candidates, select_contour
 from .losses import face_size, landmark_residuals, reprojection_error
 from .params import FitParams
@@ -101,10 +101,13 @@ class _Basis:
         self.expr = torch.as_tensor(
             model.expression_basis[vertex_ids, :, :ke] * model.expression_std[:ke], device=device, dtype=dt
         )
+        self.ks = ks
+        self.packed = torch.cat([self.mean[..., None], self.shape, self.expr], dim=-1)  # (N, 3, 1 + Ks + Ke)
 
     def gather(self, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, N) local ids -> mean (B, N, 3), shape basis (B, N, 3, Ks), expression basis (B, N, 3, Ke)."""
-        return self.mean[local], self.shape[local], self.expr[local]
+        g = self.packed[local]
+        return g[..., 0], g[..., 1 : 1 + self.ks], g[..., 1 + self.ks :]
 
 
 def _decode(x: torch.Tensor, lay: _Layout, focal0: torch.Tensor):
@@ -303,7 +306,10 @@ def solve_landmarks(
 
 
 def _rotation_jacobian(rot_params: torch.Tensor) -> torch.Tensor:
-    """(B, r) rotation unknowns -> (B, 3, 3, r) derivative of the rotation matrix."""
+    """(B, r) rotation unknowns -> (B, 3, 3, r) derivative of the rotation matrix (closed form for
+    axis-angle, forward-mode autodiff for 6D)."""
+    if rot_params.shape[-1] == 3:
+        return axis_angle_jacobian(rot_params)
     return vmap(jacfwd(rotation_matrix))(rot_params)
 
 

@@ -38,6 +38,39 @@ def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
     return eye + a * k + b * (k @ k)
 
 
+def axis_angle_jacobian(axis_angle: torch.Tensor) -> torch.Tensor:
+    """Derivative of `axis_angle_to_matrix`, in closed form (Gallego & Yezzi, "A compact formula for the
+    derivative of a 3-D rotation in exponential coordinates", JMIV 2015):
+
+        dR/dv_i = (v_i [v]x + [v x ((I - R) e_i)]x) R / |v|^2,      dR/dv_i = [e_i]x at v = 0.
+
+    Args:
+        axis_angle: (B, 3).
+    Returns:
+        (B, 3, 3, 3): [..., i] is dR/dv_i.
+    """
+    b = axis_angle.shape[0]
+    dt, dev = axis_angle.dtype, axis_angle.device
+    rot = axis_angle_to_matrix(axis_angle)
+    eye = torch.eye(3, dtype=dt, device=dev)
+    theta2 = (axis_angle * axis_angle).sum(-1)  # (B,)
+    small = theta2 < 1e-12
+
+    def skew(w: torch.Tensor) -> torch.Tensor:  # (..., 3) -> (..., 3, 3)
+        x, y, z = w.unbind(-1)
+        zero = torch.zeros_like(x)
+        return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*w.shape[:-1], 3, 3)
+
+    vx = skew(axis_angle)  # (B, 3, 3)
+    i_minus_r = eye - rot  # (B, 3, 3); column i is (I - R) e_i
+    cross = torch.cross(axis_angle[:, :, None].expand(b, 3, 3), i_minus_r, dim=1)  # (B, 3, 3): column i
+    terms = axis_angle[:, None, None, :] * vx[..., None] + skew(cross.transpose(1, 2)).permute(0, 2, 3, 1)
+    safe = torch.where(small, torch.ones_like(theta2), theta2)
+    general = torch.einsum("bjki,bkl->bjli", terms, rot) / safe[:, None, None, None]
+    at_zero = skew(eye).permute(1, 2, 0)[None].expand(b, 3, 3, 3)
+    return torch.where(small[:, None, None, None], at_zero, general)
+
+
 def matrix_to_axis_angle(matrix: torch.Tensor) -> torch.Tensor:
     """Inverse of `axis_angle_to_matrix` for angles in [0, pi).
 
