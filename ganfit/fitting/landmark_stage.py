@@ -122,8 +122,18 @@ def _decode(x: torch.Tensor, lay: _Layout, focal0: torch.Tensor):
 
 
 def _points(mean, sb, eb, shape, expr):
-    """mean (..., N, 3) + sb (..., N, 3, Ks) @ shape (..., Ks) + eb @ expr -> (..., N, 3)."""
-    return mean + (sb @ shape[..., None, :, None])[..., 0] + (eb @ expr[..., None, :, None])[..., 0]
+    """Per-image vertices: mean (B, N, 3) + sb (B, N, 3, Ks) @ shape (B, Ks) + eb (B, N, 3, Ke) @ expr (B, Ke).
+
+    Returns (B, N, 3). (einsum lowers to one batched GEMM; broadcasting matmul would copy the bases.)
+    """
+    return mean + torch.einsum("bnck,bk->bnc", sb, shape) + torch.einsum("bnck,bk->bnc", eb, expr)
+
+
+def _shared_points(mean, sb, eb, shape, expr):
+    """Vertices of B images from one shared basis: mean (N, 3), sb (N, 3, Ks), eb (N, 3, Ke) -> (B, N, 3)."""
+    n = mean.shape[0]
+    flat = mean.reshape(1, -1) + shape @ sb.reshape(n * 3, -1).T + expr @ eb.reshape(n * 3, -1).T
+    return flat.reshape(-1, n, 3)
 
 
 def _residuals(x, mean, sb, eb, target, principal, focal0, scale, weights, lay: _Layout, p: LandmarkProblem):
@@ -262,10 +272,10 @@ def solve_landmarks(
             return ids
         with torch.no_grad():
             shape, expr, rot, t, focal = _decode(x, lay, focal0)
-            m, sb, eb = basis.gather(cand_local)  # (17, C, 3[, K])
-            pts = _points(m[None], sb[None], eb[None], shape[:, None], expr[:, None])  # (B, 17, C, 3)
-            cam = pts @ rot[:, None].transpose(-1, -2) + t[:, None, None, :]
-            proj = project_points(cam.flatten(1, 2), focal, principal).reshape(b, *cand_local.shape, 2)
+            m, sb, eb = basis.gather(cand_local.reshape(-1))  # (17 C, 3[, K])
+            pts = _shared_points(m, sb, eb, shape, expr)  # (B, 17 C, 3)
+            cam = pts @ rot.transpose(-1, -2) + t[:, None, :]
+            proj = project_points(cam, focal, principal).reshape(b, *cand_local.shape, 2)
             choice = select_contour(proj, rot, sides)  # (B, 17)
         ids[:, :17] = cand_local[None].expand(b, -1, -1).gather(2, choice[..., None])[..., 0]
         return ids
