@@ -353,3 +353,41 @@ register(Asset(
         expects="dir",
     ),
 ))
+
+
+# ------------------------------------------------------------------ insightface ArcFace packs
+_INSIGHTFACE_LICENCE = (
+    "insightface pretrained models: non-commercial research purposes only "
+    "(https://github.com/deepinsight/insightface#license)"
+)
+_RELEASE = "https://github.com/deepinsight/insightface/releases/download/v0.7/"
+
+# The packs are zips on GitHub releases without published checksums. The registry only downloads
+# files it can verify by sha256, so they are user-path assets: the user downloads and unzips a pack
+# and points ganfit at the folder (or at the .onnx file inside).
+_INSIGHTFACE_ASSETS = (
+    Asset(
+        name="insightface-buffalo-l",
+        description="insightface buffalo_l pack: ArcFace iresnet50 trained on WebFace600K (w600k_r50.onnx)",
+        licence=_INSIGHTFACE_LICENCE,
+        source=UserPathSource(
+            url=_RELEASE + "buffalo_l.zip",
+            instructions="download buffalo_l.zip from the insightface model zoo, unzip it, and point ganfit "
+                         "at the unzipped folder or at w600k_r50.onnx inside it",
+            expects="any",
+        ),
+    ),
+    Asset(
+        name="insightface-antelopev2",
+        description="insightface antelopev2 pack: ArcFace iresnet100 trained on Glint360K (glintr100.onnx)",
+        licence=_INSIGHTFACE_LICENCE,
+        source=UserPathSource(
+            url=_RELEASE + "antelopev2.zip",
+            instructions="download antelopev2.zip from the insightface model zoo, unzip it, and point ganfit "
+                         "at the unzipped folder or at glintr100.onnx inside it",
+            expects="any",
+        ),
+    ),
+)
+for _asset in _INSIGHTFACE_ASSETS:
+    register(_asset)

@@ -88,3 +88,68 @@ def focal_prior_residual(log_focal: torch.Tensor, log_focal_mean: torch.Tensor, 
 def reprojection_error(projected: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(B, N, 2) x2 -> (B,) mean Euclidean landmark distance in pixels (unweighted; for reporting)."""
     return (projected - target).norm(dim=-1).mean(-1)
+
+
+def identity_residuals(emb_a: torch.Tensor, emb_b: torch.Tensor) -> torch.Tensor:
+    """Residual form of `identity_loss`: the difference of the unit-normalised embeddings.
+
+    For unit vectors 0.5 * ||a - b||^2 = 1 - cos(a, b), so 0.5 * ||r||^2 equals `identity_loss`.
+    Args:
+        emb_a, emb_b: (B, D).
+    Returns:
+        (B, D).
+    """
+    if emb_a.shape != emb_b.shape or emb_a.ndim != 2:
+        raise ValueError(f"embeddings must both be (B, D), got {tuple(emb_a.shape)} and {tuple(emb_b.shape)}")
+    return torch.nn.functional.normalize(emb_a, dim=-1) - torch.nn.functional.normalize(emb_b, dim=-1)
+
+
+def identity_loss(emb_a: torch.Tensor, emb_b: torch.Tensor) -> torch.Tensor:
+    """Identity loss of GANFit (Gecer et al., CVPR 2019, eq. 3): one minus the cosine similarity of the
+    face-recognition embeddings of the rendered and the input image.
+
+    Args:
+        emb_a, emb_b: (B, D) embeddings (normalised or not).
+    Returns:
+        (B,) 1 - cos(emb_a, emb_b), in [0, 2]; 0 for identical embeddings.
+    """
+    if emb_a.shape != emb_b.shape or emb_a.ndim != 2:
+        raise ValueError(f"embeddings must both be (B, D), got {tuple(emb_a.shape)} and {tuple(emb_b.shape)}")
+    return 1.0 - torch.nn.functional.cosine_similarity(emb_a, emb_b, dim=-1, eps=1e-12)
+
+
+def _chosen_layers(feats_a: list, feats_b: list, layers) -> list[int]:
+    if len(feats_a) != len(feats_b):
+        raise ValueError(f"{len(feats_a)} feature maps against {len(feats_b)}")
+    chosen = list(range(len(feats_a))) if layers is None else [int(i) for i in layers]
+    for i in chosen:
+        if not -len(feats_a) <= i < len(feats_a):
+            raise ValueError(f"layer {i} out of range for {len(feats_a)} feature maps")
+        if feats_a[i].shape != feats_b[i].shape:
+            raise ValueError(f"feature map {i}: shapes {tuple(feats_a[i].shape)} and {tuple(feats_b[i].shape)} differ")
+    return chosen
+
+
+def content_residuals(feats_a: list, feats_b: list, layers=None) -> torch.Tensor:
+    """Residual form of `content_loss`: (B, sum_n C_n H_n W_n), each map's difference scaled by
+    sqrt(2 / (C_n H_n W_n)), so 0.5 * ||r||^2 equals `content_loss` (large: for analysis, not for LM)."""
+    chosen = _chosen_layers(feats_a, feats_b, layers)
+    return torch.cat([((feats_a[i] - feats_b[i]) * (2.0 / feats_a[i][0].numel()) ** 0.5).flatten(1)
+                      for i in chosen], dim=1)
+
+
+def content_loss(feats_a: list, feats_b: list, layers=None) -> torch.Tensor:
+    """Content loss of GANFit (Gecer et al., CVPR 2019, eq. 4): squared distance of intermediate
+    feature maps of the identity network, each normalised by its size.
+
+    Args:
+        feats_a, feats_b: lists of (B, C_n, H_n, W_n) maps (shallow to deep), as
+            ``IdentityNet.features`` returns.
+        layers: indices of the maps to use (default: all).
+    Returns:
+        (B,) sum_n ||F_n(a) - F_n(b)||^2 / (H_n W_n C_n).
+    """
+    chosen = _chosen_layers(feats_a, feats_b, layers)
+    if not chosen:
+        return feats_a[0].new_zeros(feats_a[0].shape[0]) if feats_a else torch.zeros(0)
+    return sum((feats_a[i] - feats_b[i]).pow(2).flatten(1).mean(1) for i in chosen)
