@@ -119,8 +119,12 @@ def test_bad_config_and_device(tmp_path, capsys):
 def test_fit_example_photo_end_to_end(bfm, tmp_path, capsys):
     out = tmp_path / "out" / "face.obj"
     code, stdout, err = run(["fit", str(PHOTO), "-o", str(out), "--seed", "3"], capsys)
+    assert "Traceback" not in err
     assert code == 0, err
-    assert out.exists() and out.with_suffix(".json").exists() and (out.parent / "face_overlay.png").exists()
+    for name in ("face.obj", "face.mtl", "face_texture.png", "face.json", "face_overlay.png"):
+        assert (out.parent / name).exists(), name
+    assert "map_Kd face_texture.png" in (out.parent / "face.mtl").read_text()
+    assert np.asarray(Image.open(out.parent / "face_texture.png")).shape == (768, 768, 3)
     data = json.loads(out.with_suffix(".json").read_text())
     assert data["model"]["name"] == "bfm-3ddfa" and len(data["model"]["sha256"]) == 64
     assert data["landmarks"]["reprojection_error_px"] < 4.0  # astronaut face is ~150 px wide
@@ -144,6 +148,7 @@ def test_fit_example_photo_end_to_end(bfm, tmp_path, capsys):
     assert "landmark error" in stdout
     # same seed, same result
     out2 = tmp_path / "out2" / "face.obj"
-    assert main(["fit", str(PHOTO), "-o", str(out2), "--seed", "3", "-q"]) == 0
+    assert main(["fit", str(PHOTO), "-o", str(out2), "--seed", "3", "-q", "--texture-size", "0"]) == 0
+    assert not (out2.parent / "face_texture.png").exists() and not (out2.parent / "face.mtl").exists()
     a, b = json.loads(out.with_suffix(".json").read_text()), json.loads(out2.with_suffix(".json").read_text())
     assert a["params"] == b["params"]

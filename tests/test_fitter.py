@@ -86,9 +86,25 @@ def test_result_contents_and_batch(fitter, reference, tmp_path):
     assert (yaw[0] + yaw[1]).abs() < 3.0  # mirrored photo: mirrored yaw
     assert torch.allclose(both.landmarks_fitted[0], r.landmarks_fitted[0], atol=0.05)
     written = both.save(tmp_path / "out")
-    assert sorted(p.name for p in written) == sorted(
-        ["face_0.obj", "face_0.json", "face_0_overlay.png", "face_1.obj", "face_1.json", "face_1_overlay.png"]
-    )
+    expected = [f"face_{i}{suffix}" for i in (0, 1) for suffix in (".obj", ".mtl", "_texture.png", ".json", "_overlay.png")]
+    assert sorted(p.name for p in written) == sorted(expected)
+
+
+def test_texture_from_photo(reference, bfm):
+    mesh = reference.meshes[0]
+    tex, mask = mesh.texture, mesh.texture_mask
+    assert tex.shape == (768, 768, 3) and mask.shape == (768, 768)
+    assert np.isfinite(tex).all() and tex.min() >= 0 and tex.max() <= 1
+    assert 0.2 < (mask > 0.5).mean() < 0.8  # a frontal photo sees most of the face, not all of the chart
+    # texels of the frontal face match the photo colours sampled at the same vertices
+    h, w = mask.shape
+    uv = bfm.uv
+    col = np.clip((uv[:, 0] * w).astype(int), 0, w - 1)
+    row = np.clip(((1 - uv[:, 1]) * h).astype(int), 0, h - 1)
+    seen = mesh.visible.numpy() & (mask[row, col] > 0.9) & bfm.regions["skin"]
+    assert seen.sum() > 5000
+    diff = np.abs(tex[row[seen], col[seen]] - mesh.colors.numpy()[seen]).mean()
+    assert diff < 0.04, diff
 
 
 def test_given_landmarks_skip_detection(fitter, reference):

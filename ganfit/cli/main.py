@@ -19,10 +19,13 @@ FIT_EPILOG = """\
 outputs (for -o out/face.obj):
   out/face.obj          mesh in millimetres (model frame: y up, face looking down +z) with UVs and
                         per-vertex colours sampled from the photo where the surface faces the camera
+  out/face.mtl          material pointing at the texture
+  out/face_texture.png  UV texture unwrapped from the photo; unseen parts completed by symmetry
   out/face.json         all parameters, camera, model name and checksum, losses per iteration,
                         timings and versions
   out/face_overlay.png  detected (green) vs fitted (red) landmarks, and the mesh drawn over the photo
-With several photos and -o naming a folder, each photo gets <name>.obj/.json/_overlay.png there.
+With several photos and -o naming a folder, each photo gets <name>.obj/.mtl/_texture.png/.json/
+_overlay.png there.
 
 examples:
   ganfit fit examples/astronaut.png -o out/face.obj
@@ -63,6 +66,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="lm: Levenberg-Marquardt (default, fast); adam: first-order, for comparison")
     p.add_argument("--contour", choices=["dynamic", "static", "off"], default=None,
                    help="jaw-line landmarks: slide along the silhouette (dynamic, default), fixed vertices, or ignored")
+    p.add_argument("--texture-size", type=int, default=None, metavar="PX",
+                   help="side of the UV texture unwrapped from the photo, 0 for none (default: 768)")
     p.add_argument("--no-overlay", action="store_true", help="do not write the overlay PNG")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary; errors only")
     p.set_defaults(func=_run_fit)
@@ -73,7 +78,7 @@ def _run_fit(args: argparse.Namespace) -> int:
 
     cfg = FitConfig.from_file(args.config) if args.config else FitConfig()
     changes: dict = {}
-    for name in ("device", "seed", "model", "detector", "face_index", "optimizer", "contour"):
+    for name in ("device", "seed", "model", "detector", "face_index", "optimizer", "contour", "texture_size"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value

@@ -59,6 +59,8 @@ class FitConfig:
     focal_log_sigma: prior standard deviation of log focal length; 0 fixes the focal length.
     detector: "dlib" (offline default) or "fan" (face-alignment, if installed with its weights).
     face_index: which face to fit when a photo has several (None = the largest).
+    texture_size: side of the square UV texture unwrapped from the photo (0 = no texture; the mesh
+        still gets per-vertex colours).
     """
 
     device: str = "auto"
@@ -76,6 +78,7 @@ class FitConfig:
     focal_log_sigma: float = 0.5
     detector: Literal["dlib", "fan"] = "dlib"
     face_index: int | None = None
+    texture_size: int = 768
     landmark_stage: StageConfig = field(default_factory=StageConfig)
     weights: LossWeights = field(default_factory=LossWeights)
     adam_lr: float = 0.02
@@ -101,6 +104,8 @@ class FitConfig:
             raise ConfigError("focal_ratio must be > 0 and focal_log_sigma >= 0")
         if self.landmark_stage.iterations < 1 or self.landmark_stage.rigid_iterations < 0:
             raise ConfigError("iterations must be >= 1 (rigid_iterations >= 0)")
+        if self.texture_size < 0 or 0 < self.texture_size < 16 or self.texture_size > 8192:
+            raise ConfigError("texture_size must be 0 (no texture) or between 16 and 8192")
         for name in ("num_shape", "num_expression"):
             value = getattr(self, name)
             if value is not None and value < 0:

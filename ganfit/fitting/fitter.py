@@ -219,8 +219,26 @@ class Fitter:
                 )
                 c = fill_unseen_colors(c, vis, model.triangles, mirror)
                 colors, visible = torch.as_tensor(c, dtype=torch.float32), torch.as_tensor(vis)
+            texture = texture_mask = None
+            if self.config.texture_size and model.uv is not None and len(model.triangles):
+                texture, texture_mask = self._texture(model, img.pixels, proj[i], cam[i], mirror)
             meshes.append(FaceMesh(
                 vertices=verts[i].detach().cpu(), vertices_camera=cam[i].detach().cpu(), projected=proj[i].detach().cpu(),
                 triangles=tri.cpu(), uv=uv, uv_triangles=uv_tri, colors=colors, visible=visible,
+                texture=texture, texture_mask=texture_mask,
             ))
         return meshes, fitted.float().cpu()
+
+    def _texture(self, model: MorphableModel, photo: np.ndarray, projected: torch.Tensor, camera_vertices: torch.Tensor, mirror):
+        """UV texture of one photo: unwrap into the model's UV layout, complete unseen texels by symmetry
+        and Poisson fill. Returns (texture (S, S, 3) float32, mask (S, S) float32)."""
+        from ..render.unwrap import complete, mirror_uv_map, unwrap
+
+        size = self.config.texture_size
+        raw = unwrap(photo, projected.cpu(), camera_vertices.cpu(), model.triangles, model.uv,
+                     uv_triangles=model.uv_triangles, resolution=size)
+        mirror_uv = None
+        if mirror is not None and model.uv_triangles is None:
+            mirror_uv = mirror_uv_map(model.uv, model.triangles, mirror, size)
+        texture, _ = complete(raw, mirror_uv)
+        return texture.astype(np.float32), raw.mask.astype(np.float32)

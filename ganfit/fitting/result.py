@@ -26,6 +26,8 @@ class FaceMesh:
     projected: (V, 2) pixels in the photo.
     triangles: (F, 3); uv: (V, 2) or (T, 2) with uv_triangles (F, 3), or None.
     colors: (V, 3) in [0, 1] sampled from the photo (None if not sampled); visible: (V,) bool.
+    texture: (Hu, Wu, 3) UV texture in [0, 1] unwrapped from the photo and completed (row 0 = top, v up),
+        or None; texture_mask: (Hu, Wu) how well the photo saw each texel (0 unseen .. 1 frontal).
     """
 
     vertices: torch.Tensor
@@ -36,6 +38,8 @@ class FaceMesh:
     uv_triangles: torch.Tensor | None = None
     colors: torch.Tensor | None = None
     visible: torch.Tensor | None = None
+    texture: np.ndarray | None = None
+    texture_mask: np.ndarray | None = None
 
 
 @dataclass
@@ -124,17 +128,22 @@ class FitResult:
                 seen.add(stem)
                 stems.append(stem)
         return [
-            {"obj": folder / f"{s}.obj", "json": folder / f"{s}.json", "overlay": folder / f"{s}_overlay.png"} for s in stems
+            {
+                "obj": folder / f"{s}.obj", "mtl": folder / f"{s}.mtl", "texture": folder / f"{s}_texture.png",
+                "json": folder / f"{s}.json", "overlay": folder / f"{s}_overlay.png",
+            }
+            for s in stems
         ]
 
     def save(self, path: str | Path, *, overlay: bool = True) -> list[Path]:
-        """Write OBJ (vertices, triangles, UVs, photo colours), JSON (parameters, camera, losses, timings,
-        versions, model name and checksum) and an overlay PNG for every image. Each file is written
+        """Write OBJ (vertices, triangles, UVs, photo colours) with its MTL and UV texture PNG, JSON
+        (parameters, camera, losses, timings, versions, model name and checksum) and an overlay PNG for
+        every image. Each file is written
         atomically, and everything is rendered in memory before the first file is written.
 
         Returns the paths written.
         """
-        from ..io.mesh import obj_text
+        from ..io.mesh import Material, mtl_text, obj_text
         from ..io.overlay import make_fit_overlay, png_bytes
 
         plan = self.output_paths(path)
@@ -145,12 +154,19 @@ class FitResult:
             raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}") from exc
         payloads: list[tuple[Path, bytes | str]] = []
         for i, (mesh, files) in enumerate(zip(self.meshes, plan)):
+            material = None
+            if mesh.texture is not None and mesh.uv is not None:
+                material = Material(name="face", texture=files["texture"].name)
+                payloads.append((files["texture"], png_bytes(mesh.texture)))
+                payloads.append((files["mtl"], mtl_text(material)))
             payloads.append((files["obj"], obj_text(
                 mesh.vertices.detach().cpu().numpy(),
                 mesh.triangles.cpu().numpy(),
                 uv=None if mesh.uv is None else mesh.uv.cpu().numpy(),
                 uv_triangles=None if mesh.uv_triangles is None else mesh.uv_triangles.cpu().numpy(),
                 vertex_colors=None if mesh.colors is None else mesh.colors.cpu().numpy(),
+                mtl=material,
+                mtllib=None if material is None else files["mtl"].name,
                 comment=f"ganfit fit of {self.sources[i] or 'an array'}; model {self.model_info.get('name')}; millimetres, y up, face looking down +z",
             )))
             payloads.append((files["json"], json.dumps(self.to_dict(i), indent=1)))
