@@ -152,3 +152,24 @@ def test_fit_example_photo_end_to_end(bfm, tmp_path, capsys):
     assert not (out2.parent / "face_texture.png").exists() and not (out2.parent / "face.mtl").exists()
     a, b = json.loads(out.with_suffix(".json").read_text()), json.loads(out2.with_suffix(".json").read_text())
     assert a["params"] == b["params"]
+
+
+def test_assets_list_and_path(capsys):
+    code, out, err = run(["assets", "list"], capsys)
+    assert code == 0 and "bfm-3ddfa" in out and "dlib-landmarks-68" in out
+    code, out, err = run(["assets", "path", "no-such-asset"], capsys)
+    assert code != 0 and err.startswith("ganfit: error:") and "Traceback" not in err
+
+
+@pytest.mark.assets
+def test_model_info_and_convert_round_trip(bfm, tmp_path, capsys):
+    code, out, err = run(["model", "info", "bfm-3ddfa"], capsys)
+    info = json.loads(out)
+    assert code == 0 and info["vertices"] == 53215 and info["sha256"] == bfm.checksum()
+    dst = tmp_path / "bfm.npz"
+    code, out, err = run(["model", "convert", "bfm-3ddfa", str(dst)], capsys)
+    assert code == 0 and dst.exists()
+    code, out, err = run(["model", "info", str(dst)], capsys)
+    assert json.loads(out)["sha256"] == bfm.checksum()
+    code, out, err = run(["model", "info", str(tmp_path / "missing.npz")], capsys)
+    assert code != 0 and "neither a registered name" in err
