@@ -23,7 +23,8 @@ outputs (for -o out/face.obj):
   out/face_texture.png  UV texture unwrapped from the photo; unseen parts completed by symmetry
   out/face.json         all parameters, camera, model name and checksum, losses per iteration,
                         timings and versions
-  out/face_overlay.png  detected (green) vs fitted (red) landmarks, and the mesh drawn over the photo
+  out/face_overlay.png  detected (green) vs fitted (red) landmarks | the mesh drawn over the photo |
+                        the shaded, textured render blended on the photo
 With several photos and -o naming a folder, each photo gets <name>.obj/.mtl/_texture.png/.json/
 _overlay.png there.
 

@@ -135,6 +135,9 @@ class Fitter:
         params = stage_result.params
         meshes, fitted = self._meshes(model, params, stage_result.vertex_ids, loaded)
         timings["mesh_and_colors"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        renders = self._renders(model, params, meshes, sizes)
+        timings["render"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_all
         camera = PinholeCamera(focal=params.focal, principal=params.principal, image_size=sizes.float())
         return FitResult(
@@ -151,6 +154,7 @@ class Fitter:
             images=[img.pixels for img in loaded],
             detections=detections,
             landmark_vertices=stage_result.vertex_ids,
+            renders=renders,
         )
 
     # ------------------------------------------------------------------ steps
@@ -242,3 +246,37 @@ class Fitter:
             mirror_uv = mirror_uv_map(model.uv, model.triangles, mirror, size)
         texture, _ = complete(raw, mirror_uv)
         return texture.astype(np.float32), raw.mask.astype(np.float32)
+
+    def _renders(self, model: MorphableModel, params, meshes: list[FaceMesh], sizes: torch.Tensor) -> list[np.ndarray | None]:
+        """Shaded, textured renders of each fitted face at overlay resolution (longer side <= 1024 px),
+        as (h, w, 4) premultiplied RGBA float32; None where there is no texture to show."""
+        from ..render.renderer import Renderer, make_rasterizer
+        from ..render.shading import default_sh, sh_directional
+        from .params import FitParams
+
+        if not any(m.texture is not None for m in meshes) or not len(model.triangles):
+            return [None] * len(meshes)
+        rasterizer = make_rasterizer("auto", self.device)
+        light = default_sh(1, ambient=0.6, device=self.device) + sh_directional(
+            torch.tensor([[-0.35, 0.45, 1.0]], device=self.device), 0.55
+        )
+        out: list[np.ndarray | None] = []
+        for i, mesh in enumerate(meshes):
+            if mesh.texture is None:
+                out.append(None)
+                continue
+            w_img, h_img = (float(v) for v in sizes[i])
+            scale = min(1.0, 1024.0 / max(w_img, h_img))
+            size = (max(1, round(w_img * scale)), max(1, round(h_img * scale)))
+            p = FitParams(
+                shape=params.shape[i : i + 1].to(self.device), expression=params.expression[i : i + 1].to(self.device),
+                rotation=params.rotation[i : i + 1].to(self.device), translation=params.translation[i : i + 1].to(self.device),
+                focal=params.focal[i : i + 1].to(self.device) * scale,
+                principal=torch.tensor([[size[0] / 2.0, size[1] / 2.0]], device=self.device),
+            )
+            tex = torch.as_tensor(mesh.texture, device=self.device).permute(2, 0, 1)[None].float()
+            with torch.no_grad():
+                r = Renderer(model, rasterizer, image_size=size).render(p, texture=tex, lighting=light, regions=False)
+            rgba = torch.cat([r.image[0], r.alpha[0][..., None]], dim=-1).clamp(0, 1)
+            out.append(rgba.cpu().numpy().astype(np.float32))
+        return out

@@ -48,7 +48,8 @@ class FitResult:
 
     meshes: B `FaceMesh`; params: `FitParams` (B batched); camera: `PinholeCamera`;
     landmarks_target / landmarks_fitted: (B, 68, 2) pixels; history: one dict per iteration mapping a loss
-    name to B values; timings: seconds per step; sources: the input paths (or None for arrays).
+    name to B values; timings: seconds per step; sources: the input paths (or None for arrays);
+    renders: per image a shaded, textured render (h, w, 4) premultiplied RGBA at overlay resolution, or None.
     """
 
     meshes: list[FaceMesh]
@@ -64,6 +65,7 @@ class FitResult:
     images: list[np.ndarray] = field(default_factory=list, repr=False)
     detections: list[Any] = field(default_factory=list, repr=False)
     landmark_vertices: torch.Tensor | None = None
+    renders: list[np.ndarray | None] = field(default_factory=list, repr=False)
 
     def __len__(self) -> int:
         return len(self.meshes)
@@ -181,6 +183,8 @@ class FitResult:
                     self.landmarks_fitted[i].cpu().numpy(),
                     normals,
                 )
+                if i < len(self.renders) and self.renders[i] is not None:
+                    panel = np.concatenate([panel, _blend_render(self.images[i], self.renders[i], panel.shape[0])], axis=1)
                 payloads.append((files["overlay"], png_bytes(panel)))
         written = []
         for target, data in payloads:
@@ -190,6 +194,19 @@ class FitResult:
                 atomic_write_bytes(target, data)
             written.append(target)
         return written
+
+
+def _blend_render(photo: np.ndarray, rgba: np.ndarray, height: int, opacity: float = 0.9) -> np.ndarray:
+    """The photo scaled to `height` rows with the premultiplied RGBA render blended over it."""
+    from PIL import Image
+
+    h, w = rgba.shape[:2]
+    if photo.shape[:2] != (h, w):
+        photo = np.asarray(Image.fromarray((np.clip(photo, 0, 1) * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BILINEAR)) / 255.0
+    out = photo * (1.0 - opacity * rgba[..., 3:4]) + opacity * rgba[..., :3]
+    if h != height:
+        out = np.asarray(Image.fromarray((np.clip(out, 0, 1) * 255).astype(np.uint8)).resize((round(w * height / h), height), Image.Resampling.BILINEAR)) / 255.0
+    return out.astype(np.float32)
 
 
 def _camera_normals(mesh: FaceMesh) -> np.ndarray:
