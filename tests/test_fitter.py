@@ -92,7 +92,7 @@ def test_result_contents_and_batch(fitter, reference, tmp_path):
 
 def test_texture_from_photo(reference, bfm):
     render = reference.renders[0]
-    assert render.shape == (512, 512, 4) and 0.05 < render[..., 3].mean() < 0.5  # the face covers part of the photo
+    assert render.shape == (512, 512, 4) and 0.02 < render[..., 3].mean() < 0.2  # the face: ~4% of this photo
     ref = reference.landmarks_fitted[0].numpy().astype(int)
     nose = ref[30]
     assert render[nose[1], nose[0], 3] > 0.99  # the render covers the fitted nose tip
