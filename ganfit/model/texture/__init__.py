@@ -1,0 +1,1 @@
+"""Texture models: the progressive GAN (`pggan`) and the linear PCA model (`linear`)."""
