@@ -495,7 +495,7 @@ def _poisson_fill(
     fallback = out[known].mean(0) if known.any() else np.full(c, 0.5)
     index = np.full((h, w), -1, np.int64)
     index[unknown] = np.arange(n_u)
-    rows, cols, vals = [], [], []
+    rows, cols = [], []
     rhs = np.zeros((n_u, c))
     degree = np.zeros(n_u)
     uy, ux = np.nonzero(unknown)

