@@ -128,6 +128,8 @@ class Fitter:
             w_focal=cfg.weights.focal_prior, iterations=stage.iterations, rigid_iterations=stage.rigid_iterations,
             optimizer=cfg.optimizer, adam_lr=cfg.adam_lr, adam_iterations=cfg.adam_iterations, progress=progress,
         )
+        bar.total = bar.n  # LM stops early once converged
+        bar.refresh()
         bar.close()
         timings["landmark_stage"] = time.perf_counter() - t0
 
