@@ -181,6 +181,23 @@ def _run_model_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_texture(sub: argparse._SubParsersAction) -> None:
+    from .texture_data import add_data_parsers
+    from .texture_train import add_train_parser
+
+    p = sub.add_parser(
+        "texture",
+        help="texture models: build a UV dataset from photos, train or sample the texture GAN, build a PCA model",
+        description="Texture models in the face model's UV layout: `build-dataset` turns photos into UV textures, "
+        "`train` trains the progressive GAN on them, `sample` draws textures from a trained model, `build-pca` "
+        "makes a linear (PCA) texture model.",
+    )
+    tsub = p.add_subparsers(dest="texture_command", metavar="{build-dataset,build-pca,train,sample}")
+    tsub.required = True
+    add_data_parsers(tsub)
+    add_train_parser(tsub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ganfit",
@@ -188,11 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ganfit {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", metavar="{fit,assets,model}")
+    sub = parser.add_subparsers(dest="command", metavar="{fit,assets,model,texture}")
     sub.required = True
     _add_fit(sub)
     _add_assets(sub)
     _add_model(sub)
+    _add_texture(sub)
     return parser
 
 
