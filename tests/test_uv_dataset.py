@@ -1,0 +1,155 @@
+"""build_uv_dataset on a small folder: valid photos, duplicates, unreadable files, no face, two faces;
+the `ganfit texture build-dataset / build-pca` commands."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from ganfit.errors import GanfitError, ImageError
+from ganfit.fitting.uv_dataset import build_uv_dataset, hash_distance, perceptual_hash
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
+
+pytest.importorskip("dlib")
+
+
+def _photos(folder: Path) -> None:
+    folder.mkdir()
+    im = Image.open(EXAMPLE).convert("RGB")
+    shutil.copy(EXAMPLE, folder / "astronaut.png")
+    shutil.copy(EXAMPLE, folder / "astronaut_copy.png")  # byte-identical duplicate
+    im.resize((384, 384), Image.Resampling.LANCZOS).save(folder / "astronaut_small.jpg", quality=90)  # near duplicate
+    (folder / "sub").mkdir()
+    ImageOps.mirror(im).save(folder / "sub" / "flipped.png")  # valid, a different photo
+    (folder / "notes.jpg").write_text("not an image")  # unreadable
+    Image.new("RGB", (200, 160), (128, 128, 128)).save(folder / "grey.png")  # no face
+    (folder / "readme.txt").write_text("ignored: not an image extension")
+    a = im.crop((110, 20, 340, 300))  # two faces, the right one larger
+    b = ImageOps.mirror(a).resize((299, 364))
+    pair = Image.new("RGB", (a.width + b.width, b.height), (90, 90, 90))
+    pair.paste(a, (0, 0))
+    pair.paste(b, (a.width, 0))
+    pair.save(folder / "pair.png")
+
+
+@pytest.fixture(scope="module")
+def fitter(bfm):
+    from ganfit import FitConfig, Fitter
+
+    return Fitter(FitConfig(device="cpu", quiet=True), model=bfm)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, fitter):
+    root = tmp_path_factory.mktemp("uvds")
+    _photos(root / "photos")
+    report = build_uv_dataset(root / "photos", root / "uv", fitter=fitter, quiet=True)
+    return root, report
+
+
+def test_dataset_outputs_and_reasons(built, bfm):
+    from ganfit.model.texture.base import model_uv_layout_id
+
+    root, report = built
+    out = root / "uv"
+    assert report.written == 3, report.rejected
+    assert report.by_reason == {"duplicate": 2, "no_face": 1, "unreadable": 1}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["format"] == "ganfit-uv-dataset"
+    assert manifest["face_model"] == {"name": "bfm-3ddfa", "sha256": bfm.checksum(), "uv_layout": model_uv_layout_id(bfm)}
+    assert manifest["resolution"] == [256, 256] and manifest["ganfit_version"] and manifest["created"]
+    assert manifest["counts"] == {"photos": 7, "written": 3, "rejected": 4,
+                                  "by_reason": {"duplicate": 2, "no_face": 1, "unreadable": 1}, "several_faces": 1}
+    rejected = {r["source"]: r for r in manifest["rejected"]}
+    assert rejected["astronaut_copy.png"]["reason"] == "duplicate" and "same bytes" in rejected["astronaut_copy.png"]["message"]
+    assert rejected["astronaut_small.jpg"]["reason"] == "duplicate" and "near duplicate" in rejected["astronaut_small.jpg"]["message"]
+    assert rejected["notes.jpg"]["reason"] == "unreadable"
+    assert rejected["grey.png"]["reason"] == "no_face"
+    items = {i["source"]: i for i in manifest["items"]}
+    assert set(items) == {"astronaut.png", "sub/flipped.png", "pair.png"}
+    assert items["pair.png"]["faces_detected"] == 2 and "largest" in items["pair.png"]["note"]
+    assert items["pair.png"]["face_box_px"][0] > 230  # the larger face, on the right
+    assert items["sub/flipped.png"]["name"] == "sub__flipped"
+    import hashlib
+
+    assert items["astronaut.png"]["sha256"] == hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()
+    for item in items.values():
+        assert 0 < item["fit_error_px"] and item["fit_error_rel"] < 0.045
+        assert 0.4 <= item["visible_fraction"] <= 1
+        assert abs(item["yaw_deg"]) < 30 and abs(item["roll_deg"]) < 30
+        uv = np.asarray(Image.open(out / item["outputs"]["uv"]), dtype=np.float32) / 255
+        mask = np.asarray(Image.open(out / item["outputs"]["mask"]), dtype=np.float32) / 255
+        assert uv.shape == (256, 256, 3) and mask.shape == (256, 256)
+        centre = uv[96:160, 96:160].reshape(-1, 3).mean(0)  # cheeks, nose, mouth
+        assert centre[0] > centre[2] + 0.05 and centre[0] > 0.35  # skin: red above blue
+        assert 0.15 < mask.mean() < 0.6 and mask[112:144, 112:144].mean() > 0.5
+    # mirrored photo -> (roughly) mirrored texture
+    a = np.asarray(Image.open(out / "astronaut.png"), dtype=np.float32)[64:192, 64:192]
+    f = np.asarray(Image.open(out / "sub__flipped.png"), dtype=np.float32)[64:192, 64:192]
+    assert np.abs(a - f[:, ::-1]).mean() < np.abs(a - f).mean()
+    # nothing else written (no temp files)
+    names = {p.name for p in out.iterdir()}
+    assert names == {"manifest.json", "astronaut.png", "astronaut_mask.png", "sub__flipped.png", "sub__flipped_mask.png",
+                     "pair.png", "pair_mask.png"}
+
+
+def test_perceptual_hash():
+    im = Image.open(EXAMPLE).convert("RGB")
+    px = np.asarray(im, dtype=np.float32) / 255
+    small = np.asarray(im.resize((300, 300), Image.Resampling.BILINEAR), dtype=np.float32) / 255
+    flipped = px[:, ::-1]
+    h = perceptual_hash(px)
+    assert hash_distance(h, perceptual_hash(small)) <= 4
+    assert hash_distance(h, perceptual_hash(flipped)) > 12
+    assert hash_distance(h, perceptual_hash(np.clip(px * 0.9 + 0.05, 0, 1))) <= 4
+
+
+def _parser():
+    from ganfit.cli.texture_data import add_data_parsers
+
+    parser = argparse.ArgumentParser(prog="ganfit texture")
+    add_data_parsers(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_cli_build_pca(built, bfm, tmp_path, capsys):
+    from ganfit.model.texture.linear import LinearTextureModel
+
+    root, _ = built
+    args = _parser().parse_args(["build-pca", str(root / "uv"), "-o", str(tmp_path / "m" / "pca.npz"), "--components", "5",
+                                 "--resolution", "64"])
+    assert args.func(args) == 0
+    assert "wrote" in capsys.readouterr().out
+    model = LinearTextureModel.load(tmp_path / "m" / "pca.npz", face_model=bfm)
+    assert model.latent_dim == 2 and model.resolution == (64, 64)  # 3 UVs give 2 components
+    bad = _parser().parse_args(["build-pca", str(root / "uv"), "-o", str(tmp_path / "pca.bin")])
+    with pytest.raises(GanfitError, match="npz"):
+        bad.func(bad)
+
+
+def test_thresholds_and_cli_errors(tmp_path, fitter):
+    photos = tmp_path / "p"
+    photos.mkdir()
+    shutil.copy(EXAMPLE, photos / "a.png")
+    report = build_uv_dataset(photos, tmp_path / "o2", fitter=fitter, min_visible=0.99, quiet=True)
+    assert report.by_reason == {"low_visibility": 1} and report.rejected[0]["visible_fraction"] < 0.99
+    assert json.loads((tmp_path / "o2" / "manifest.json").read_text())["counts"]["written"] == 0
+    with pytest.raises(ImageError, match="not found"):
+        build_uv_dataset(tmp_path / "missing", tmp_path / "o3", fitter=fitter)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageError, match="no images"):
+        build_uv_dataset(tmp_path / "empty", tmp_path / "o3", fitter=fitter)
+    # the command (with the default fitter made from its options): nothing written -> exit code 1
+    args = _parser().parse_args(["build-dataset", str(photos), "-o", str(tmp_path / "o4"), "--max-error", "0.0001",
+                                 "--device", "cpu", "-q"])
+    assert args.func(args) == 1
+    manifest = json.loads((tmp_path / "o4" / "manifest.json").read_text())
+    assert manifest["counts"]["by_reason"] == {"landmark_error": 1} and manifest["settings"]["max_landmark_error"] == 0.0001
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["build-dataset", str(photos), "-o", "x", "--min-visible", "2"])
