@@ -160,13 +160,14 @@ def run_sample(args: argparse.Namespace) -> int:
 
     from ..io.images import save_png
     from ..model.texture.pggan import TexturePGGAN
-    from ..model.texture.train import _resolve_device, make_grid
+    from .._device import resolve_device
+    from ..model.texture.train import make_grid
 
     if args.num < 1:
         raise ConfigError(f"-n must be at least 1, got {args.num}")
     if args.columns is not None and args.columns < 1:
         raise ConfigError(f"--columns must be at least 1, got {args.columns}")
-    device = _resolve_device(args.device or "auto")
+    device = resolve_device(args.device or "auto")
     model = TexturePGGAN.load(args.model, device=device)
     z = model.sample(args.num, torch.Generator().manual_seed(args.seed))
     with torch.no_grad():

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .._device import resolve_device
 from ..errors import ConfigError, LandmarkError, NoFaceError
 from ..model.morphable import MorphableModel
 from ..render.camera import PinholeCamera, project_points, transform_points
@@ -20,19 +21,6 @@ from .losses import landmark_weights
 from .result import FaceMesh, FitResult
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; anything else is checked to exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but this PyTorch build sees no CUDA GPU; use --device cpu")
-    return device
 
 
 class Fitter:

@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 
 from ..._atomic import atomic_open, atomic_write_text
+from ..._device import resolve_device
 from ...errors import ConfigError, FitError, ModelFormatError, OutputError
 from .pggan import (
     TRAIN_FORMAT,
@@ -360,18 +361,6 @@ def save_grid_png(path: str | Path, grid: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------- training state
-def _resolve_device(name: str) -> torch.device:
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return dev
-
-
 class _Trainer:
     """The mutable state of a run and one training step. Everything random comes from `self.rng`
     (a CPU generator saved in the checkpoint), so a resumed run repeats the uninterrupted one."""
@@ -657,7 +646,7 @@ def train(
         _check_resume_config(cfg, ck.get("config", {}), ck_path)
     elif resume:
         log.info("no checkpoint in %s; starting a new run", out)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     layout = cfg.uv_layout or manifest_uv_layout(cfg.data)
     if not layout:
         raise ConfigError(f"{cfg.data}: no manifest.json naming the UV layout; pass --uv-layout (the face model's "
