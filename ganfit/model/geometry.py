@@ -222,3 +222,34 @@ def rasterize_screen(
         bary[pid_w] = torch.stack([w0[win], w1[win], w2[win]], dim=1)
         start = stop
     return face_index.view(h, w), bary.view(h, w, 3), zbuf.view(h, w)
+
+
+def parse_resolution(resolution, *, max_side: int = 16384, error: type[Exception] = ValueError) -> tuple[int, int]:
+    """An int (square) or an (H, W) pair -> (H, W), each side in [2, max_side]; `error` otherwise."""
+    if isinstance(resolution, (int, np.integer)):
+        h = w = int(resolution)
+    else:
+        try:
+            h, w = (int(r) for r in resolution)
+        except (TypeError, ValueError):
+            raise error(f"resolution must be an int or (H, W), got {resolution!r}") from None
+    if not (2 <= h <= max_side and 2 <= w <= max_side):
+        raise error(f"resolution must be between 2 and {max_side} texels a side, got {(h, w)}")
+    return h, w
+
+
+def rasterize_uv(uv, uv_triangles, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which UV triangle covers each texel of an (H, W) texture, and where.
+
+    Texel (row j, column i) is covered when its centre ``(u, v) = ((i + 0.5) / W, 1 - (j + 0.5) / H)``
+    lies in a triangle (row 0 is the top of the texture, v up).
+    Args:
+        uv: (T, 2) texture coordinates; uv_triangles: (F, 3) indices into `uv`.
+    Returns:
+        face: (H, W) int64 triangle index, -1 outside the chart; bary: (H, W, 3) float64 weights.
+    """
+    q = torch.as_tensor(np.asarray(uv, dtype=np.float64))
+    t = torch.as_tensor(np.asarray(uv_triangles, dtype=np.int64))
+    pos = torch.stack([q[:, 0] * width, (1.0 - q[:, 1]) * height], 1)
+    face, bary, _ = rasterize_screen(pos, torch.zeros(len(pos), dtype=pos.dtype), t, height, width, cull_backfaces=False)
+    return face, bary

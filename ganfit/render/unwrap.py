@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..model.geometry import rasterize_screen, vertex_normals
+from ..model.geometry import parse_resolution, rasterize_screen, rasterize_uv, vertex_normals
 
 __all__ = [
     "UVTexture",
@@ -96,16 +96,7 @@ class UVTexture:
 
 # ------------------------------------------------------------------------------------------ helpers
 def _resolution(resolution) -> tuple[int, int]:
-    if isinstance(resolution, (int, np.integer)):
-        h = w = int(resolution)
-    else:
-        try:
-            h, w = (int(r) for r in resolution)
-        except (TypeError, ValueError):
-            raise ValueError(f"resolution must be an int or (H_uv, W_uv), got {resolution!r}") from None
-    if h < 2 or w < 2 or h * w > 16384 * 16384:
-        raise ValueError(f"resolution must be between 2 and 16384 texels a side, got {(h, w)}")
-    return h, w
+    return parse_resolution(resolution)
 
 
 def _as_tensor(x, *, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -141,8 +132,7 @@ def _rasterize_uv(uv: torch.Tensor, uv_tris: torch.Tensor, h: int, w: int) -> tu
     hit = _UV_RASTER_CACHE.get(key)
     if hit is not None:
         return hit
-    pos = torch.stack([q[:, 0] * w, (1.0 - q[:, 1]) * h], 1)
-    face, bary, _ = rasterize_screen(pos, torch.zeros(len(pos), dtype=pos.dtype), t, h, w, cull_backfaces=False)
+    face, bary = rasterize_uv(q.numpy(), t.numpy(), h, w)
     result = (face.reshape(-1), bary.reshape(-1, 3))
     while len(_UV_RASTER_CACHE) >= _UV_RASTER_CACHE_SIZE:
         _UV_RASTER_CACHE.pop(next(iter(_UV_RASTER_CACHE)))

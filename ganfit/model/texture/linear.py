@@ -41,16 +41,9 @@ FORMAT_VERSION = 1
 
 # ------------------------------------------------------------------------------------------ UV raster
 def _hw(resolution) -> tuple[int, int]:
-    if isinstance(resolution, (int, np.integer)):
-        h = w = int(resolution)
-    else:
-        try:
-            h, w = (int(r) for r in resolution)
-        except (TypeError, ValueError):
-            raise ConfigError(f"resolution must be an int or (H, W), got {resolution!r}") from None
-    if not (2 <= h <= 8192 and 2 <= w <= 8192):
-        raise ConfigError(f"resolution must be between 2 and 8192 texels a side, got {(h, w)}")
-    return h, w
+    from ..geometry import parse_resolution
+
+    return parse_resolution(resolution, max_side=8192, error=ConfigError)
 
 
 def rasterize_uv_layout(face_model, resolution) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,17 +55,13 @@ def rasterize_uv_layout(face_model, resolution) -> tuple[torch.Tensor, torch.Ten
         face: (H, W) int64 triangle index (into ``face_model.triangles``), -1 outside the chart.
         bary: (H, W, 3) float64 barycentric weights of that triangle's corners.
     """
-    from ..geometry import rasterize_screen
+    from ..geometry import rasterize_uv
 
     if face_model.uv is None:
         raise ModelFormatError(f"face model {face_model.name!r} has no UV coordinates")
     h, w = _hw(resolution)
-    uv = torch.as_tensor(np.asarray(face_model.uv, dtype=np.float64))
     tris = face_model.triangles if face_model.uv_triangles is None else face_model.uv_triangles
-    pos = torch.stack([uv[:, 0] * w, (1.0 - uv[:, 1]) * h], 1)
-    face, bary, _ = rasterize_screen(pos, torch.zeros(len(pos), dtype=pos.dtype), torch.as_tensor(tris), h, w,
-                                     cull_backfaces=False)
-    return face, bary
+    return rasterize_uv(face_model.uv, tris, h, w)
 
 
 def _nearest_fill_indices(covered: np.ndarray) -> np.ndarray:
