@@ -478,3 +478,17 @@ def test_cuda_matches_cpu(raster):
     a = raster.antialias(raster.interpolate(colors, cpu, tris), cpu, clip, tris)
     b = raster.antialias(raster.interpolate(colors.cuda(), gpu, tris.cuda()), gpu, clip.cuda(), tris.cuda())
     assert torch.allclose(a, b.cpu(), atol=1e-4)
+
+
+def test_texture_lod_ignores_background_neighbours():
+    """A one-pixel-wide sliver of surface next to background keeps its own footprint."""
+    from ganfit.render.torch_backend import _texture_lod
+
+    uv = torch.zeros(1, 5, 5, 2)
+    for i in range(5):
+        uv[0, i, 2] = torch.tensor([0.5, 0.1 * i + 0.3])  # 0.1 in v per pixel = 51.2 texels of 512
+    lod = _texture_lod(uv, 512, 512)[0]
+    assert torch.allclose(lod[:, 2], torch.full((5,), math.log2(51.2)), atol=1e-4)
+    assert (lod[:, [0, 1, 3, 4]] == 0).all()  # background
+    dense = torch.stack(torch.meshgrid(torch.linspace(0.2, 0.6, 5), torch.linspace(0.2, 0.6, 5), indexing="xy"), -1)[None]
+    assert torch.allclose(_texture_lod(dense, 512, 512), torch.full((1, 5, 5), math.log2(51.2)), atol=1e-4)

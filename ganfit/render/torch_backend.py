@@ -742,19 +742,29 @@ def mip_pyramid(texture: torch.Tensor) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def _texture_lod(uv: torch.Tensor, tex_h: int, tex_w: int) -> torch.Tensor:
-    """uv (B, H, W, 2) -> (B, H, W) level of detail >= 0 (log2 of the texel footprint in level-0 texels)."""
-    t = uv.detach() * torch.tensor([tex_w, tex_h], dtype=uv.dtype, device=uv.device)
+    """uv (B, H, W, 2) -> (B, H, W) level of detail >= 0 (log2 of the texel footprint in level-0 texels).
+
+    Pixels whose uv is exactly (0, 0) are background (`interpolate` writes zeros there): differences to
+    them are ignored, so a one-pixel-wide sliver of surface next to the background does not get a
+    huge footprint (which would also make every mip level be sampled)."""
+    raw = uv.detach()
+    background = (raw == 0).all(-1, keepdim=True)
+    t = torch.where(background, torch.full_like(raw, float("nan")), raw * torch.tensor([tex_w, tex_h], dtype=uv.dtype, device=uv.device))
     inf = float("inf")
 
     def smaller_side(d: torch.Tensor, dim: int) -> torch.Tensor:
         """Differences (B, H', W', 2) along `dim` -> (B, H, W) length of the smaller of the two sides."""
-        length = d.norm(dim=-1)
+        length = torch.nan_to_num(d.norm(dim=-1), nan=inf)
         after = [0, 1] if dim == 2 else [0, 0, 0, 1]
         before = [1, 0] if dim == 2 else [0, 0, 1, 0]
         return torch.minimum(F.pad(length, after, value=inf), F.pad(length, before, value=inf))
 
-    foot = torch.maximum(smaller_side(t[:, :, 1:] - t[:, :, :-1], 2), smaller_side(t[:, 1:] - t[:, :-1], 1))
-    foot = torch.where(torch.isfinite(foot), foot, torch.ones_like(foot))  # 1-pixel images
+    along_x = smaller_side(t[:, :, 1:] - t[:, :, :-1], 2)
+    along_y = smaller_side(t[:, 1:] - t[:, :-1], 1)
+    # an axis with no surface neighbour on either side carries no information: use the other one
+    known = lambda f: torch.where(torch.isfinite(f), f, torch.zeros_like(f))  # noqa: E731
+    foot = torch.maximum(known(along_x), known(along_y))
+    foot = torch.where(foot > 0, foot, torch.ones_like(foot))  # isolated pixels, 1-pixel images
     return torch.log2(foot.clamp_min(1.0))
 
 
