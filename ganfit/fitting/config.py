@@ -5,11 +5,11 @@ No loss or model reads a config; the `Fitter` reads it once and passes plain val
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from .._config_file import read_options_file
 from ..errors import ConfigError
 
 STAGES = ("landmarks",)
@@ -123,24 +123,7 @@ class FitConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "FitConfig":
         """Load a YAML (.yaml/.yml) or JSON (.json) file holding a (partial) FitConfig."""
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}") from exc
-        try:
-            if p.suffix.lower() == ".json":
-                data = json.loads(text)
-            else:
-                import yaml
-
-                data = yaml.safe_load(text)
-        except Exception as exc:  # yaml and json raise several types
-            raise ConfigError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of option names")
+        data = read_options_file(path, "config")
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> "FitConfig":

@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 
 from ..._atomic import atomic_open, atomic_write_text
+from ..._config_file import read_options_file
 from ..._device import resolve_device
 from ...errors import ConfigError, FitError, ModelFormatError, OutputError
 from .pggan import (
@@ -225,23 +226,8 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
-        """Read a JSON (or, with PyYAML installed, YAML) file of options."""
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read training config {p}: {exc.strerror or exc}") from exc
-        try:
-            if p.suffix.lower() in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text)
-            else:
-                data = json.loads(text)
-        except Exception as exc:
-            raise ConfigError(f"{p}: not valid {'YAML' if p.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: expected a mapping of option names to values")
+        """Read a JSON or YAML file of options."""
+        data = read_options_file(path, "training config")
         return cls.from_dict(data)
 
 
