@@ -220,6 +220,7 @@ class Fitter:
                 vertices=verts[i].detach().cpu(), vertices_camera=cam[i].detach().cpu(), projected=proj[i].detach().cpu(),
                 triangles=tri.cpu(), uv=uv, uv_triangles=uv_tri, colors=colors, visible=visible,
                 texture=texture, texture_mask=texture_mask,
+                normals_camera=None if normals is None else normals[i].detach().cpu(),
             ))
         return meshes, fitted.float().cpu()
 

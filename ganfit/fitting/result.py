@@ -26,6 +26,7 @@ class FaceMesh:
     projected: (V, 2) pixels in the photo.
     triangles: (F, 3); uv: (V, 2) or (T, 2) with uv_triangles (F, 3), or None.
     colors: (V, 3) in [0, 1] sampled from the photo (None if not sampled); visible: (V,) bool.
+    normals_camera: (V, 3) unit vertex normals in camera space (None for a mesh without triangles).
     texture: (Hu, Wu, 3) UV texture in [0, 1] unwrapped from the photo and completed (row 0 = top, v up),
         or None; texture_mask: (Hu, Wu) how well the photo saw each texel (0 unseen .. 1 frontal).
     """
@@ -40,6 +41,7 @@ class FaceMesh:
     visible: torch.Tensor | None = None
     texture: np.ndarray | None = None
     texture_mask: np.ndarray | None = None
+    normals_camera: torch.Tensor | None = None
 
 
 @dataclass
@@ -173,7 +175,7 @@ class FitResult:
             )))
             payloads.append((files["json"], json.dumps(self.to_dict(i), indent=1)))
             if overlay and i < len(self.images):
-                normals = _camera_normals(mesh)
+                normals = None if mesh.normals_camera is None else mesh.normals_camera.cpu().numpy()
                 panel = make_fit_overlay(
                     self.images[i],
                     mesh.projected.detach().cpu().numpy(),
@@ -207,10 +209,3 @@ def _blend_render(photo: np.ndarray, rgba: np.ndarray, height: int, opacity: flo
     if h != height:
         out = np.asarray(Image.fromarray((np.clip(out, 0, 1) * 255).astype(np.uint8)).resize((round(w * height / h), height), Image.Resampling.BILINEAR)) / 255.0
     return out.astype(np.float32)
-
-
-def _camera_normals(mesh: FaceMesh) -> np.ndarray:
-    from ..model.geometry import vertex_normals
-
-    n = vertex_normals(mesh.vertices_camera[None].detach().float(), mesh.triangles)[0]
-    return n.cpu().numpy()

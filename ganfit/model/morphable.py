@@ -212,28 +212,6 @@ class MorphableModel:
             flat = flat + expression @ t["expression"][:, : expression.shape[1]].T
         return flat.reshape(b, self.num_vertices, 3)
 
-    def subset(self, vertex_indices: np.ndarray | torch.Tensor, name: str | None = None) -> "MorphableModel":
-        """A model restricted to `vertex_indices` (no triangles; landmarks re-indexed where present).
-
-        Used by the landmark stage, which only needs a few hundred vertices. Landmarks not in the subset
-        map to index 0; use `landmark_indices` of the full model for meaning.
-        """
-        idx = np.asarray(vertex_indices, dtype=np.int64)
-        lookup = {int(j): i for i, j in enumerate(idx)}
-        lms = np.array([lookup.get(int(j), 0) for j in self.landmark_indices], dtype=np.int64)
-        return MorphableModel(
-            name=name or f"{self.name}[subset]",
-            mean=self.mean[idx],
-            shape_basis=self.shape_basis[idx],
-            shape_std=self.shape_std,
-            expression_basis=self.expression_basis[idx],
-            expression_std=self.expression_std,
-            triangles=np.zeros((0, 3), np.int64),
-            landmark_indices=lms,
-            regions={k: m[idx] for k, m in self.regions.items()},
-            meta=dict(self.meta, subset_of=self.name),
-        )
-
     # ------------------------------------------------------------------ identity
     def checksum(self) -> str:
         """sha256 over every array and the region names (stable across save/load)."""
