@@ -166,9 +166,18 @@ def landmarks_from_keypoints(keypoints: np.ndarray, source: str | Path = "keypoi
 
 # ---------------------------------------------------------------------------------------------- topology
 def _code_fingerprint() -> bytes:
-    """The source of the code that builds the topology, so that a changed algorithm misses the cache."""
+    """The source of the code that builds the topology, so that a changed algorithm misses the cache.
+
+    Every module of the `ganfit.model.topology` package (sorted by file name) and this file.
+    """
+    module_files: list[str | Path] = []
+    try:
+        module_files.extend(sorted(Path(topo.__file__).parent.glob("*.py"), key=lambda f: f.name))
+    except TypeError:  # no __file__: the version number decides
+        pass
+    module_files.append(__file__)
     parts = []
-    for module_file in (topo.__file__, __file__):
+    for module_file in module_files:
         try:
             parts.append(Path(module_file).read_bytes())
         except (OSError, TypeError):  # no source next to the bytecode: the version number decides
