@@ -5,7 +5,7 @@ vertex indices, counter-clockwise seen from outside, so that the right-hand rule
 normals). Unbatched vertices ``(V, 3)`` are accepted as well and give unbatched results.
 
 They are differentiable with respect to the vertices and contain no Python loop over triangles:
-per-vertex sums use ``index_add`` over the three corners.
+per-vertex sums use one ``index_add`` over all triangle corners.
 
 `rasterize_screen` (no gradients) is a small vectorised z-buffer over screen-space triangles. It is
 shared by the visualisation overlay (`ganfit.io.overlay`) and the per-vertex visibility test of the
@@ -41,11 +41,24 @@ def _prepare(vertices: torch.Tensor, triangles: torch.Tensor | np.ndarray) -> tu
     return vertices, tris, unbatched
 
 
-def _face_cross(vertices: torch.Tensor, tris: torch.Tensor) -> torch.Tensor:
+def _corner_index(tris: torch.Tensor, batch: int, num_vertices: int) -> torch.Tensor:
+    """(B * 3 * F,) rows of the flattened (B * V, 3) vertices, ordered batch, corner, triangle.
+
+    Gathering and scattering along dim 0 of a flat (B * V, 3) tensor (index_select / index_add) is
+    several times faster on CPU than advanced indexing along dim 1 of (B, V, 3), whose backward is an
+    accumulating index_put.
+    """
+    offsets = torch.arange(batch, device=tris.device, dtype=tris.dtype)[:, None, None] * num_vertices
+    return (tris.T[None] + offsets).reshape(-1)
+
+
+def _face_cross(vertices: torch.Tensor, tris: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
     """(B, F, 3) cross product (v1 - v0) x (v2 - v0): direction = normal, length = 2 * area."""
-    v0 = vertices[:, tris[:, 0]]
-    v1 = vertices[:, tris[:, 1]]
-    v2 = vertices[:, tris[:, 2]]
+    b, v = vertices.shape[:2]
+    if index is None:
+        index = _corner_index(tris, b, v)
+    corners = vertices.reshape(b * v, 3).index_select(0, index).view(b, 3, tris.shape[0], 3)
+    v0, v1, v2 = corners.unbind(1)
     return torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
 
 
@@ -100,10 +113,12 @@ def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor | np.ndarray)
         (``normals.norm(dim=-1) == 0``); it never produces NaN, neither forward nor backward.
     """
     verts, tris, unbatched = _prepare(vertices, triangles)
-    cross = _face_cross(verts, tris)  # (B, F, 3)
-    summed = torch.zeros_like(verts)
-    for corner in range(3):  # three corners, not a loop over triangles
-        summed = summed.index_add(1, tris[:, corner], cross)
+    b, v = verts.shape[:2]
+    index = _corner_index(tris, b, v)
+    cross = _face_cross(verts, tris, index)  # (B, F, 3)
+    # One index_add over all corners of the flat (B * V, 3) sums (see `_corner_index`).
+    contributions = cross.unsqueeze(1).expand(b, 3, tris.shape[0], 3).reshape(-1, 3)
+    summed = verts.new_zeros(b * v, 3).index_add(0, index, contributions).view(b, v, 3)
     normals = _safe_normalize(summed)
     return normals[0] if unbatched else normals
 
