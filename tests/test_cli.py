@@ -173,3 +173,11 @@ def test_model_info_and_convert_round_trip(bfm, tmp_path, capsys):
     assert json.loads(out)["sha256"] == bfm.checksum()
     code, out, err = run(["model", "info", str(tmp_path / "missing.npz")], capsys)
     assert code != 0 and "neither a registered name" in err
+
+
+def test_landmark_file_for_another_image(tmp_path, capsys):
+    lm = tmp_path / "lm.npy"
+    np.save(lm, np.random.default_rng(0).uniform(2000, 3000, size=(68, 2)))
+    out_dir = tmp_path / "out"
+    code, out, err = run(["fit", str(PHOTO), "--landmarks", str(lm), "-o", str(out_dir / "face.obj"), "-q"], capsys)
+    assert_clean_failure(code, err, out_dir, "lie inside the 512x512 image")

@@ -128,3 +128,33 @@ def test_no_face_names_the_file(fitter, tmp_path):
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(p)
     with pytest.raises(NoFaceError, match="flat.png"):
         fitter.fit(str(p))
+
+
+def test_misplaced_landmarks_are_refused(fitter, reference):
+    lms = reference.landmarks_target[0].numpy()
+    with pytest.raises(LandmarkError, match="only 0 of 68 landmarks lie inside the 512x512 image"):
+        fitter.fit(str(PHOTO), landmarks=lms + 5000)
+    with pytest.raises(LandmarkError, match="x, y"):  # rows and columns swapped, for a wide image
+        wide = np.zeros((100, 900, 3), np.uint8)
+        fitter.fit(wide, landmarks=np.stack([np.linspace(100, 800, 68), np.full(68, 50.0)], 1)[:, ::-1].copy())
+    with pytest.raises(LandmarkError, match=r"normalised to \[0, 1\]"):
+        fitter.fit(str(PHOTO), landmarks=lms / 512)
+    with pytest.raises(LandmarkError, match="span only"):
+        fitter.fit(str(PHOTO), landmarks=np.full((68, 2), 200.0))
+    # A face running off the edge (a tight crop) is accepted: here the jaw line leaves the image.
+    crop = np.asarray(Image.open(PHOTO).convert("RGB"))
+    top = int(lms[:, 1].max()) - 25  # cut the photo just above the chin
+    res = fitter.fit(crop[:top], landmarks=lms)
+    assert res.warnings == [[]]
+
+
+def test_poor_landmark_fit_is_reported(fitter, reference, caplog):
+    assert reference.warnings == [[]] and reference.to_dict()["warnings"] == []
+    rng = np.random.default_rng(0)
+    lms = rng.uniform(150, 350, size=(68, 2))  # 68 points inside the face area, in no face's arrangement
+    with caplog.at_level("WARNING", logger="ganfit"):
+        res = fitter.fit(str(PHOTO), landmarks=lms)
+    (message,) = res.warnings[0]
+    assert "poor landmark fit" in message and "astronaut.png" in message
+    assert res.to_dict()["warnings"] == [message]
+    assert any("poor landmark fit" in r.getMessage() for r in caplog.records)

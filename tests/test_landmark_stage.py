@@ -137,3 +137,12 @@ def test_synthetic_recovery_embedded_model(bfm):
     assert proj_err < 2.0
     yaw_err = (res.params.euler_deg()[:, 0].double() - syn.yaw_pitch_roll[:, 0]).abs()
     assert yaw_err.median() < 5.0
+
+
+def test_landmark_nme():
+    from ganfit.fitting.metrics import landmark_nme
+
+    target = torch.tensor([[[0.0, 0.0], [40.0, 0.0], [40.0, 90.0], [0.0, 90.0]]])  # face size sqrt(40 * 90) = 60
+    shift = torch.tensor([3.0, 4.0])  # 5 px at every point
+    assert torch.allclose(landmark_nme(target + shift, target), torch.tensor([5.0 / 60], dtype=torch.float64))
+    assert landmark_nme(target, target).item() == 0.0

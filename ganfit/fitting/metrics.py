@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .losses import face_size
+
 
 def similarity_align(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Align `source` to `target` by the best similarity transform (Umeyama, PAMI 1991).
@@ -35,3 +37,17 @@ def aligned_vertex_error(fitted: torch.Tensor, truth: torch.Tensor, mask: torch.
     if mask is not None:
         fitted, truth = fitted[:, mask], truth[:, mask]
     return (similarity_align(fitted, truth) - truth).norm(dim=-1).mean(-1)
+
+
+def landmark_nme(fitted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Normalised mean landmark error: mean point-to-point distance over the face size, the square root
+    of the target landmarks' bounding-box area (`face_size`; the "bounding-box" NME of Bulat &
+    Tzimiropoulos, ICCV 2017).
+
+    Args:
+        fitted, target: (B, N, 2) pixels.
+    Returns:
+        (B,) unitless errors.
+    """
+    target = target.to(torch.float64)
+    return (fitted.to(torch.float64) - target).norm(dim=-1).mean(-1) / face_size(target)

@@ -51,7 +51,8 @@ class FitResult:
     meshes: B `FaceMesh`; params: `FitParams` (B batched); camera: `PinholeCamera`;
     landmarks_target / landmarks_fitted: (B, 68, 2) pixels; history: one dict per iteration mapping a loss
     name to B values; timings: seconds per step; sources: the input paths (or None for arrays);
-    renders: per image a shaded, textured render (h, w, 4) premultiplied RGBA at overlay resolution, or None.
+    renders: per image a shaded, textured render (h, w, 4) premultiplied RGBA at overlay resolution, or None;
+    warnings: per image the warnings about its fit (e.g. a poor landmark fit), also logged.
     """
 
     meshes: list[FaceMesh]
@@ -68,6 +69,7 @@ class FitResult:
     detections: list[Any] = field(default_factory=list, repr=False)
     landmark_vertices: torch.Tensor | None = None
     renders: list[np.ndarray | None] = field(default_factory=list, repr=False)
+    warnings: list[list[str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.meshes)
@@ -101,6 +103,7 @@ class FitResult:
                 "detector": None if det is None else det.backend,
                 "face_box_px": None if det is None else [float(v) for v in det.box],
             },
+            "warnings": self.warnings[index] if index < len(self.warnings) else [],
             "losses": self.losses(index),
             "timings_s": self.timings,
             "config": self.config,

@@ -25,6 +25,9 @@ from ..errors import LandmarkError
 
 SUPPORTED_SUFFIXES = (".pts", ".json", ".npy", ".txt")
 
+#: the smallest landmark spread (bounding-box diagonal, pixels) accepted as a face
+MIN_LANDMARK_SPAN_PX = 10.0
+
 
 def read_landmarks(path: str | os.PathLike, expected: int | None = 68, pts_one_based: bool = True) -> np.ndarray:
     """Read a landmark file; returns (N, 2) float64 x, y (N == expected unless expected is None).
@@ -151,3 +154,34 @@ def _validate(points: np.ndarray, expected: int | None, name: str) -> np.ndarray
         bad = int((~np.isfinite(points)).any(axis=1).sum())
         raise LandmarkError(f"{name} has {bad} landmark(s) with NaN or infinite coordinates")
     return points.astype(np.float64, copy=False)
+
+
+def check_landmark_placement(points: np.ndarray, image_size: tuple[int, int], name: str = "landmarks") -> None:
+    """Check that given landmarks can belong to a face in an image of `image_size` = (width, height).
+
+    A face may run off the photo's edge (a tight crop cuts the jaw), so only gross mistakes are refused:
+    fewer than half of the points inside the image (landmarks of another image, or a flipped x/y
+    order), or all points within `MIN_LANDMARK_SPAN_PX` of each other (normalised [0, 1]
+    coordinates, or a placeholder array). Raises LandmarkError saying which.
+
+    Args:
+        points: (N, 2) x, y pixels, finite.
+        image_size: (width, height) of the image in pixels.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    w, h = image_size
+    span = float(np.linalg.norm(pts.max(axis=0) - pts.min(axis=0)))
+    if span < MIN_LANDMARK_SPAN_PX:
+        hint = (" They look normalised to [0, 1]: multiply x by the image width and y by its height."
+                if pts.min() >= 0 and pts.max() <= 1 else "")
+        raise LandmarkError(
+            f"{name}: the landmarks span only {span:.2g} px (a face needs at least {MIN_LANDMARK_SPAN_PX:g}); landmarks must be "
+            f"pixel coordinates of the image.{hint}"
+        )
+    inside = (pts[:, 0] >= -0.5) & (pts[:, 0] <= w - 0.5) & (pts[:, 1] >= -0.5) & (pts[:, 1] <= h - 0.5)
+    if inside.sum() * 2 < len(pts):
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        raise LandmarkError(
+            f"{name}: only {int(inside.sum())} of {len(pts)} landmarks lie inside the {w}x{h} image (they span x {lo[0]:.0f} to "
+            f"{hi[0]:.0f}, y {lo[1]:.0f} to {hi[1]:.0f}); are they for this image, in (x, y) pixel order?"
+        )
