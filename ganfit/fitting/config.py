@@ -21,6 +21,9 @@ class LossWeights:
 
     landmark: weight of the 68-landmark term (mean squared reprojection error in units of the face size).
     shape_prior / expression_prior: weights of the Gaussian priors 0.5*||c||^2 on coefficients in std units.
+        The default 2e-6 was compared with weaker priors in `benchmarks/prior_weight.py` (RESULTS.md).
+        Weaker priors follow real photos' landmarks more closely, but they give less consistent shapes
+        for one person and larger 3D errors at realistic landmark noise.
     focal_prior: weight of 0.5*((log f - log f0) / sigma)^2 with sigma = `FitConfig.focal_log_sigma`.
     """
 
