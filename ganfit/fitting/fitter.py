@@ -24,8 +24,9 @@ from .result import FaceMesh, FitResult
 
 log = logging.getLogger(__name__)
 
-#: Normalised landmark error (`landmark_nme`) above which a fit is reported as poor. On 80 photos of
-#: ../shared/faces/dev with dlib's landmarks the landmark stage reached a median of 0.025 and at most 0.049.
+#: Normalised landmark error (`landmark_nme`) above which a fit is reported as poor. On the 150 photos of
+#: ../shared/faces/dev with dlib's landmarks the landmark stage reached a median of 0.023 and at most 0.049
+#: (`benchmarks/landmark_dev.py`).
 POOR_FIT_NME = 0.08
 
 
