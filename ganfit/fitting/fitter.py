@@ -168,7 +168,7 @@ class Fitter:
     def _landmark_items(self, landmarks: Any, n: int) -> list[tuple[np.ndarray, str] | None]:
         """Per image None (detect) or (68, 2) given landmarks with a name for messages (the file, or
         "landmarks of image i")."""
-        from ..perception.landmark_file import read_landmarks
+        from ..perception.landmark_file import read_landmarks, validate_landmarks
 
         if landmarks is None:
             return [None] * n
@@ -185,11 +185,10 @@ class Fitter:
                 out.append(None)
                 continue
             name = str(item) if isinstance(item, (str, Path)) else f"landmarks of image {i}"
-            arr = read_landmarks(item) if isinstance(item, (str, Path)) else np.asarray(item, dtype=np.float64)
-            if arr.shape != (68, 2):
-                raise LandmarkError(f"{name}: landmarks must be 68 (x, y) points, got an array of shape {arr.shape}")
-            if not np.isfinite(arr).all():
-                raise LandmarkError(f"{name}: landmarks contain NaN or infinite values")
+            if isinstance(item, (str, Path)):
+                arr = read_landmarks(item)
+            else:
+                arr = validate_landmarks(np.asarray(item, dtype=np.float64), 68, name)
             out.append((arr, name))
         return out
 

@@ -52,7 +52,7 @@ def read_landmarks(path: str | os.PathLike, expected: int | None = 68, pts_one_b
         raise LandmarkError(f"cannot read landmark file {path}: {exc}") from exc
     except (ValueError, TypeError, KeyError) as exc:
         raise LandmarkError(f"landmark file {path} is malformed: {exc}") from exc
-    points = _validate(points, expected, str(path))
+    points = validate_landmarks(points, expected, str(path))
     if path.suffix.lower() == ".pts" and pts_one_based:
         points = points - 1.0
     return points
@@ -63,7 +63,7 @@ def write_pts(path: str | os.PathLike, landmarks: np.ndarray, pts_one_based: boo
 
     pts_one_based: add 1 to every coordinate (300-W convention), the inverse of `read_landmarks`.
     """
-    points = _validate(np.asarray(landmarks, dtype=np.float64), None, "landmarks")
+    points = validate_landmarks(np.asarray(landmarks, dtype=np.float64), None, "landmarks")
     if pts_one_based:
         points = points + 1.0
     lines = ["version: 1", f"n_points: {len(points)}", "{"]
@@ -144,7 +144,7 @@ _READERS: dict[str, Callable[[Path], np.ndarray]] = {
 }
 
 
-def _validate(points: np.ndarray, expected: int | None, name: str) -> np.ndarray:
+def validate_landmarks(points: np.ndarray, expected: int | None, name: str) -> np.ndarray:
     """Check shape (N, 2), the count and finiteness; returns float64 (N, 2)."""
     if points.ndim != 2 or points.shape[1] != 2:
         raise LandmarkError(f"{name}: landmarks must have shape (N, 2), got {points.shape}")
