@@ -3,7 +3,7 @@ import json
 import pytest
 
 from ganfit.errors import ConfigError
-from ganfit.fitting.config import FitConfig, LossWeights
+from ganfit.fitting.config import FitConfig, LossWeights, StageConfig
 
 
 def test_defaults_are_valid_and_serialisable():
@@ -19,7 +19,7 @@ def test_yaml_and_json_partial(tmp_path):
     cfg = FitConfig.from_file(y)
     assert cfg.seed == 3 and cfg.optimizer == "adam"
     assert cfg.weights == LossWeights(shape_prior=0.5)
-    assert cfg.landmark_stage.iterations == 7 and cfg.landmark_stage.rigid_iterations == 6
+    assert cfg.landmark_stage.iterations == 7 and cfg.landmark_stage.rigid_iterations == StageConfig().rigid_iterations
     j = tmp_path / "c.json"
     j.write_text(json.dumps({"contour": "static", "jaw_weight": 1}))
     cfg = FitConfig.from_file(j)
@@ -49,3 +49,15 @@ def test_bad_config_is_a_clear_error(tmp_path, text, words):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config"):
         FitConfig.from_file(tmp_path / "nope.yaml")
+
+
+def test_landmark_convention_options():
+    assert FitConfig().landmark_convention == "auto" and FitConfig().contour == "auto"
+    assert FitConfig(landmark_convention="3d", contour="static").contour == "static"
+    with pytest.raises(ConfigError, match="3d"):
+        FitConfig(landmark_convention="3d", contour="dynamic")
+    with pytest.raises(ConfigError, match="landmark_convention"):
+        FitConfig(landmark_convention="2.5d")
+    with pytest.raises(ConfigError, match="landmark_sigma"):
+        FitConfig(landmark_sigma=0.0)
+    assert FitConfig.from_dict({"landmark_convention": "3d", "detector": "fan3d"}).detector == "fan3d"

@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from ganfit.errors import FitError
-from ganfit.fitting.landmark_stage import (
-    LandmarkProblem, _Layout, _residuals, jacobian, solve_landmarks, weak_perspective_pose,
-)
+from ganfit.fitting.landmark_energy import EnergyWeights, LandmarkProblem, Layout, jacobian, residuals, weak_perspective_pose
+from ganfit.fitting.landmark_stage import solve_landmarks
 from ganfit.fitting.losses import face_size, landmark_loss, landmark_residuals, landmark_weights
 from ganfit.fitting.metrics import aligned_vertex_error, similarity_align
 from ganfit.fitting.synthetic import make_synthetic_faces
@@ -16,15 +15,15 @@ from ganfit.render.camera import axis_angle_to_matrix, matrix_from_euler, projec
 def _problem(b, targets, focal0, weights, sigma=0.5):
     return LandmarkProblem(
         targets=targets, principal=torch.full((b, 2), 256.0, dtype=torch.float64), focal0=focal0,
-        scale=face_size(targets), weights=weights, w_landmark=1.0, w_shape=1e-3, w_expr=2e-3, w_focal=1e-3,
-        focal_log_sigma=sigma,
+        scale=face_size(targets), weights=weights,
+        energy=EnergyWeights(landmark_sigma=0.03, w_landmark=1.0, w_shape=0.7, w_expr=2.0, w_focal=1.5, focal_log_sigma=sigma),
     )
 
 
 @pytest.mark.parametrize("rot_dim", [3, 6])
 def test_analytic_jacobian_matches_autodiff(rot_dim, generator):
     b, n, ks, ke = 3, 68, 5, 4
-    lay = _Layout(ks, ke, rot_dim)
+    lay = Layout(ks, ke, rot_dim)
     g = generator
     mean = torch.randn(b, n, 3, generator=g, dtype=torch.float64) * 50
     sb = torch.randn(b, n, 3, ks, generator=g, dtype=torch.float64)
@@ -35,9 +34,9 @@ def test_analytic_jacobian_matches_autodiff(rot_dim, generator):
     w = landmark_weights(0.5)
     p = _problem(b, targets, torch.full((b,), 800.0, dtype=torch.float64), w)
     r, j = jacobian(x, mean, sb, eb, lay, p)
-    args = (mean, sb, eb, p.targets, p.principal, p.focal0, p.scale, p.weights, lay, p)
-    assert torch.allclose(r, _residuals(x, *args), atol=1e-12)
-    full = torch.autograd.functional.jacobian(lambda xx: _residuals(xx, *args), x)  # (B, R, B, P)
+    args = (mean, sb, eb, lay, p)
+    assert torch.allclose(r, residuals(x, *args), atol=1e-12)
+    full = torch.autograd.functional.jacobian(lambda xx: residuals(xx, *args), x)  # (B, R, B, P)
     auto = torch.stack([full[i, :, i] for i in range(b)])
     assert torch.allclose(j, auto, rtol=1e-7, atol=1e-9)
 
@@ -47,12 +46,13 @@ def test_landmark_loss_values():
     target[0, :, 0] = torch.arange(68, dtype=torch.float64)
     target[0, :, 1] = torch.arange(68, dtype=torch.float64) % 5
     proj = target + torch.tensor([3.0, 4.0], dtype=torch.float64)  # every point off by 5 px
-    scale = torch.tensor([10.0], dtype=torch.float64)
+    scale = torch.tensor([10.0], dtype=torch.float64)  # the error's std per coordinate, px
     w = torch.ones(68, dtype=torch.float64)
-    assert landmark_loss(proj, target, w, scale).item() == pytest.approx(0.25)  # (5/10)^2
+    assert landmark_loss(proj, target, w, scale).item() == pytest.approx(0.5 * 68 * 0.25)  # 0.5 sum (5/10)^2
     w2 = landmark_weights(0.0)
     assert w2[:17].sum() == 0 and w2[17:].sum() == 51
     assert landmark_residuals(proj, target, w2, scale).shape == (1, 136)
+    assert landmark_loss(proj, target, w2, scale).item() == pytest.approx(0.5 * 51 * 0.25)
 
 
 def test_weak_perspective_pose_recovers_rotation(generator):
@@ -80,7 +80,7 @@ def test_recovers_known_parameters_tiny_model(tiny_model, generator):
     proj = project_points(cam, focal, torch.full((b, 2), 256.0, dtype=torch.float64))
     targets = proj[:, torch.as_tensor(m.landmark_indices)]
     res = solve_landmarks(m, targets.float(), torch.full((b, 2), 512.0), contour="static", w_shape=1e-9, w_expr=1e-9,
-                          focal_log_sigma=0.0, iterations=60)
+                          focal_log_sigma=0.0, iterations=60, ftol=1e-12)
     p = res.params
     assert max(res.history[-1]["reprojection_px"]) < 0.05
     assert torch.allclose(p.shape.double(), shape, atol=0.05)
@@ -89,7 +89,8 @@ def test_recovers_known_parameters_tiny_model(tiny_model, generator):
     assert torch.allclose(p.translation.double(), trans, atol=1.0)
     # energy never increases (LM accepts only improving steps)
     totals = np.array([h["total"] for h in res.history])
-    assert (np.diff(totals, axis=0) <= 1e-12).all()
+    assert (np.diff(totals, axis=0) <= 0).all()
+    assert set(res.stop_reason) <= {"converged", "damping_bound"}
 
 
 def test_batch_equals_single_and_deterministic(tiny_model, generator):
@@ -99,9 +100,10 @@ def test_batch_equals_single_and_deterministic(tiny_model, generator):
     batch = solve_landmarks(m, targets, sizes, contour="static").params
     again = solve_landmarks(m, targets, sizes, contour="static").params
     assert torch.equal(batch.shape, again.shape) and torch.equal(batch.translation, again.translation)
-    single = solve_landmarks(m, targets[1:2], sizes[1:2], contour="static").params
-    assert torch.allclose(single.shape, batch.shape[1:2], atol=1e-3)
-    assert torch.allclose(single.translation, batch.translation[1:2], rtol=1e-3)
+    for i in range(3):  # each image stops by its own criterion: the batch gives what each image gives alone
+        single = solve_landmarks(m, targets[i : i + 1], sizes[i : i + 1], contour="static").params
+        assert torch.allclose(single.shape, batch.shape[i : i + 1], atol=1e-6)
+        assert torch.allclose(single.translation, batch.translation[i : i + 1], rtol=1e-6)
 
 
 def test_nan_landmarks_raise(tiny_model):
@@ -146,3 +148,38 @@ def test_landmark_nme():
     shift = torch.tensor([3.0, 4.0])  # 5 px at every point
     assert torch.allclose(landmark_nme(target + shift, target), torch.tensor([5.0 / 60], dtype=torch.float64))
     assert landmark_nme(target, target).item() == 0.0
+
+
+def _fitted_landmarks(model, res):
+    verts = model.vertices(res.params.shape, res.params.expression)
+    cam = transform_points(verts, res.params.rotation_matrix(), res.params.translation)
+    return project_points(cam, res.params.focal, res.params.principal).gather(1, res.vertex_ids[..., None].expand(-1, -1, 2))
+
+
+@pytest.mark.assets
+@pytest.mark.parametrize("convention", ["2d", "3d"])
+def test_landmark_conventions_at_large_yaw(bfm, convention):
+    """Turned faces (|yaw| 55-80 deg): landmarks of either convention fit with that convention recover pose,
+    shape and the clean landmarks; fitted with the other convention they do not (the hidden jaw of 3d
+    landmarks is not on the outline, and the outline of 2d landmarks is not a fixed vertex)."""
+    from ganfit.fitting.metrics import landmark_nme
+
+    syn = make_synthetic_faces(bfm, 8, torch.Generator().manual_seed(3), yaw_deg=80, yaw_min_deg=55, convention=convention)
+    mask = torch.as_tensor(bfm.regions["face"])
+    errors = {}
+    for fit_convention in ("2d", "3d"):
+        res = solve_landmarks(bfm, syn.landmarks.float(), torch.full((8, 2), 512.0), convention=fit_convention,
+                              weights=landmark_weights(0.5), landmark_sigma=0.01)
+        fitted = bfm.vertices(res.params.shape.double(), res.params.expression.double())
+        yaw = (res.params.euler_deg()[:, 0].double() - syn.yaw_pitch_roll[:, 0]).abs()
+        errors[fit_convention] = (aligned_vertex_error(fitted, syn.vertices, mask).mean(), yaw.median(),
+                                  landmark_nme(_fitted_landmarks(bfm, res), syn.landmarks_clean).mean())
+    other = "3d" if convention == "2d" else "2d"
+    mm, yaw, nme = errors[convention]
+    assert mm < 1.6 and yaw < 1.5 and nme < 0.01, errors
+    assert errors[other][0] > 2 * mm and errors[other][2] > 3 * nme, errors
+
+
+def test_convention_3d_refuses_the_sliding_contour(tiny_model):
+    with pytest.raises(ValueError, match="3d"):
+        solve_landmarks(tiny_model, torch.rand(1, 68, 2) * 100 + 200, torch.full((1, 2), 512.0), convention="3d", contour="dynamic")

@@ -51,7 +51,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--seed", type=int, default=None, help="random seed; the same seed gives the same result (default: 0)")
     p.add_argument("--iterations", type=int, default=None, metavar="N",
-                   help="iterations of the landmark stage after the rigid warm-up (default: 25 for lm, 400 for adam)")
+                   help="most iterations of the landmark stage after the rigid warm-up; each photo stops earlier once "
+                   "converged (default: 50 for lm, 400 for adam)")
     p.add_argument("--stages", default=None, metavar="LIST",
                    help="comma-separated stages to run, in order; available: landmarks (default: landmarks)")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file with FitConfig options; command-line options override it")
@@ -59,14 +60,23 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="68-point landmark files (.pts, .json, .npy, .txt), one per photo, instead of detecting")
     p.add_argument("--model", default=None, metavar="NAME|PATH",
                    help="face model: bfm-3ddfa (default) or a model file/folder (.npz, BFM .mat/.h5, FLAME .pkl, ICT-FaceKit folder)")
-    p.add_argument("--detector", choices=["dlib", "fan"], default=None,
-                   help="landmark detector: dlib (offline default) or fan (needs ganfit[fan] and its weights)")
+    p.add_argument("--detector", choices=["dlib", "fan", "fan3d"], default=None,
+                   help="landmark detector: dlib (offline default), fan (2D-FAN) or fan3d (3D-FAN, 3d landmark "
+                   "convention); fan and fan3d need ganfit[fan] and their weights")
+    p.add_argument("--landmark-convention", choices=["auto", "2d", "3d"], default=None,
+                   help="2d: the jaw line follows the visible outline (dlib, 300-W); 3d: every landmark is a fixed "
+                   "point of the face, also when hidden (AFLW2000-3D, 3D-FAN); auto (default): the detector's, "
+                   "2d for --landmarks files")
+    p.add_argument("--landmark-sigma", type=float, default=None, metavar="S",
+                   help="expected landmark error per coordinate as a fraction of the face size; smaller follows "
+                   "the landmarks more closely, larger keeps the shape nearer the mean face (default: 0.02)")
     p.add_argument("--face-index", type=int, default=None, metavar="K",
                    help="which face to fit when a photo has several, counted left to right from 0 (default: the largest)")
     p.add_argument("--optimizer", choices=["lm", "adam"], default=None,
                    help="lm: Levenberg-Marquardt (default, fast); adam: first-order, for comparison")
-    p.add_argument("--contour", choices=["dynamic", "static", "off"], default=None,
-                   help="jaw-line landmarks: slide along the silhouette (dynamic, default), fixed vertices, or ignored")
+    p.add_argument("--contour", choices=["auto", "dynamic", "static", "off"], default=None,
+                   help="jaw-line landmarks: slide along the silhouette (dynamic), fixed vertices (static), or "
+                   "ignored (off); auto (default): dynamic for the 2d convention, static for 3d")
     p.add_argument("--texture-size", type=int, default=None, metavar="PX",
                    help="side of the UV texture unwrapped from the photo, 0 for none (default: 768)")
     p.add_argument("--no-overlay", action="store_true", help="do not write the overlay PNG")
@@ -79,7 +89,8 @@ def _run_fit(args: argparse.Namespace) -> int:
 
     cfg = FitConfig.from_file(args.config) if args.config else FitConfig()
     changes: dict = {}
-    for name in ("device", "seed", "model", "detector", "face_index", "optimizer", "contour", "texture_size"):
+    for name in ("device", "seed", "model", "detector", "face_index", "optimizer", "contour", "texture_size",
+                 "landmark_convention", "landmark_sigma"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value

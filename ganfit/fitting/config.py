@@ -17,29 +17,35 @@ STAGES = ("landmarks",)
 
 @dataclass
 class LossWeights:
-    """Weights of the terms of the fitting energy (GANFit, Gecer et al. CVPR 2019, eq. 7).
+    """Multipliers of the terms of the fitting energy (GANFit, Gecer et al. CVPR 2019, eq. 7), in standard
+    units: 1 is the term's probabilistic weight (see `ganfit.fitting.landmark_energy`).
 
-    landmark: weight of the 68-landmark term (mean squared reprojection error in units of the face size).
-    shape_prior / expression_prior: weights of the Gaussian priors 0.5*||c||^2 on coefficients in std units.
-        The default 2e-6 was compared with weaker priors in `benchmarks/prior_weight.py` (RESULTS.md).
-        Weaker priors follow real photos' landmarks more closely, but they give less consistent shapes
-        for one person and larger 3D errors at realistic landmark noise.
-    focal_prior: weight of 0.5*((log f - log f0) / sigma)^2 with sigma = `FitConfig.focal_log_sigma`.
+    landmark: the 68-landmark term, a Gaussian likelihood with standard deviation `FitConfig.landmark_sigma`
+        (in face sizes) per coordinate.
+    shape_prior / expression_prior: the Gaussian priors 0.5*||c||^2 on coefficients in std units (1 = the
+        model's own prior; larger pulls towards the mean face).
+    focal_prior: 0.5*((log f - log f0) / sigma)^2 with sigma = `FitConfig.focal_log_sigma`.
     """
 
     landmark: float = 1.0
-    shape_prior: float = 2.0e-6
-    expression_prior: float = 2.0e-6
-    focal_prior: float = 2.0e-6
+    shape_prior: float = 1.0
+    expression_prior: float = 1.0
+    focal_prior: float = 1.0
 
 
 @dataclass
 class StageConfig:
-    """One stage of the schedule."""
+    """One stage of the schedule.
+
+    iterations: the most Levenberg-Marquardt iterations of the full solve (each image stops earlier when
+        an accepted step lowers its energy by less than `tolerance`, relative); rigid_iterations: the most
+        of the rigid warm-up (pose only) before it.
+    """
 
     name: str = "landmarks"
-    iterations: int = 25
-    rigid_iterations: int = 6
+    iterations: int = 50
+    rigid_iterations: int = 10
+    tolerance: float = 1e-6
 
 
 @dataclass
@@ -54,13 +60,23 @@ class FitConfig:
         least-squares problem) or "adam" (first order; slower, kept for comparison).
     rotation: "axis_angle" or "6d" (Zhou et al. CVPR 2019) parametrisation of the head rotation.
     num_shape / num_expression: how many model components to fit (None = all).
-    contour: "dynamic" (jaw-line landmarks slide along the silhouette, Zhu et al. CVPR 2015),
-        "static" (fixed vertices) or "off" (jaw-line ignored).
+    landmark_convention: which model points the landmarks are. "2d": the jaw line follows the visible
+        outline (dlib, 300-W, 2D-FAN); "3d": every point, the jaw included, is a fixed point of the face,
+        also when hidden (AFLW2000-3D, 3D-FAN). "auto": the detector's ("fan3d": 3d, others: 2d), and 2d
+        for landmarks the user gives.
+    contour: jaw-line correspondence: "auto" (the convention's: dynamic for 2d, static for 3d),
+        "dynamic" (jaw-line landmarks slide along the silhouette, Zhu et al. CVPR 2015), "static" (fixed
+        vertices) or "off" (jaw line ignored).
+    landmark_sigma: standard deviation of the landmark error per coordinate, as a fraction of the face size
+        (sqrt of the landmarks' bounding-box area): detector noise plus the difference between the
+        detector's points and the model's landmark vertices. It sets how far the shape may follow the
+        landmarks against the model's prior.
     jaw_weight: relative weight of the 17 jaw-line landmarks (the others have weight 1).
     landmark_weights: optional 68 per-landmark weights (multiplied with `jaw_weight` on the jaw).
     focal_ratio: prior mean of the focal length as a multiple of the image's longer side.
     focal_log_sigma: prior standard deviation of log focal length; 0 fixes the focal length.
-    detector: "dlib" (offline default) or "fan" (face-alignment, if installed with its weights).
+    detector: "dlib" (offline default), "fan" (face-alignment's 2D-FAN) or "fan3d" (its 3D-FAN: 3d
+        convention), both if installed with their weights.
     face_index: which face to fit when a photo has several (None = the largest).
     texture_size: side of the square UV texture unwrapped from the photo (0 = no texture; the mesh
         still gets per-vertex colours).
@@ -74,12 +90,14 @@ class FitConfig:
     rotation: Literal["axis_angle", "6d"] = "axis_angle"
     num_shape: int | None = None
     num_expression: int | None = None
-    contour: Literal["dynamic", "static", "off"] = "dynamic"
+    landmark_convention: Literal["auto", "2d", "3d"] = "auto"
+    contour: Literal["auto", "dynamic", "static", "off"] = "auto"
+    landmark_sigma: float = 0.02
     jaw_weight: float = 0.5
     landmark_weights: tuple[float, ...] | None = None
     focal_ratio: float = 1.6
     focal_log_sigma: float = 0.5
-    detector: Literal["dlib", "fan"] = "dlib"
+    detector: Literal["dlib", "fan", "fan3d"] = "dlib"
     face_index: int | None = None
     texture_size: int = 768
     landmark_stage: StageConfig = field(default_factory=StageConfig)
@@ -97,8 +115,14 @@ class FitConfig:
             raise ConfigError("at least one stage is needed")
         _check_choice("optimizer", self.optimizer, ("lm", "adam"))
         _check_choice("rotation", self.rotation, ("axis_angle", "6d"))
-        _check_choice("contour", self.contour, ("dynamic", "static", "off"))
-        _check_choice("detector", self.detector, ("dlib", "fan"))
+        _check_choice("landmark_convention", self.landmark_convention, ("auto", "2d", "3d"))
+        _check_choice("contour", self.contour, ("auto", "dynamic", "static", "off"))
+        _check_choice("detector", self.detector, ("dlib", "fan", "fan3d"))
+        if self.landmark_convention == "3d" and self.contour == "dynamic":
+            raise ConfigError("contour dynamic slides the jaw along the outline, which 3d landmarks do not follow; "
+                              "use contour auto, static or off with landmark_convention 3d")
+        if not self.landmark_sigma > 0:
+            raise ConfigError(f"landmark_sigma must be > 0 (a fraction of the face size), got {self.landmark_sigma}")
         if self.landmark_weights is not None:
             self.landmark_weights = tuple(float(w) for w in self.landmark_weights)
             if len(self.landmark_weights) != 68 or min(self.landmark_weights) < 0:
@@ -107,6 +131,8 @@ class FitConfig:
             raise ConfigError("focal_ratio must be > 0 and focal_log_sigma >= 0")
         if self.landmark_stage.iterations < 1 or self.landmark_stage.rigid_iterations < 0:
             raise ConfigError("iterations must be >= 1 (rigid_iterations >= 0)")
+        if not self.landmark_stage.tolerance >= 0:
+            raise ConfigError("landmark_stage.tolerance must be >= 0")
         if self.texture_size < 0 or 0 < self.texture_size < 16 or self.texture_size > 8192:
             raise ConfigError("texture_size must be 0 (no texture) or between 16 and 8192")
         for name in ("num_shape", "num_expression"):

@@ -17,7 +17,8 @@ from ..model.morphable import MorphableModel
 from ..perception.landmark_file import check_landmark_placement
 from ..render.camera import PinholeCamera, project_points, transform_points
 from .config import FitConfig
-from .landmark_stage import solve_landmarks
+from .landmark_energy import EnergyWeights
+from .landmark_stage import LandmarkStage, LandmarkStageResult
 from .losses import landmark_weights
 from .metrics import landmark_nme
 from .result import FaceMesh, FitResult
@@ -42,6 +43,7 @@ class Fitter:
         self.device = resolve_device(self.config.device)
         self._model = model
         self._detector = detector
+        self._stages: dict[str, LandmarkStage] = {}
 
     @property
     def model(self) -> MorphableModel:
@@ -108,26 +110,8 @@ class Fitter:
         weights = landmark_weights(cfg.jaw_weight, base)
 
         t0 = time.perf_counter()
-        stage = cfg.landmark_stage
-        total = stage.rigid_iterations + stage.iterations if cfg.optimizer == "lm" else cfg.adam_iterations
-        bar = tqdm(total=total, desc="fit: landmarks", disable=cfg.quiet, leave=False)
-
-        def progress(it: int, entry: dict) -> None:
-            if it:
-                bar.update()
-                bar.set_postfix(px=f"{np.mean(entry['reprojection_px']):.2f}")
-
-        stage_result = solve_landmarks(
-            model, target_t, sizes,
-            num_shape=cfg.num_shape, num_expression=cfg.num_expression, rotation=cfg.rotation,
-            weights=weights, contour=cfg.contour, focal_ratio=cfg.focal_ratio, focal_log_sigma=cfg.focal_log_sigma,
-            w_landmark=cfg.weights.landmark, w_shape=cfg.weights.shape_prior, w_expr=cfg.weights.expression_prior,
-            w_focal=cfg.weights.focal_prior, iterations=stage.iterations, rigid_iterations=stage.rigid_iterations,
-            optimizer=cfg.optimizer, adam_lr=cfg.adam_lr, adam_iterations=cfg.adam_iterations, progress=progress,
-        )
-        bar.total = bar.n  # LM stops early once converged
-        bar.refresh()
-        bar.close()
+        conventions = [self._convention(det) for det in detections]
+        stage_result = self._landmark_stage(target_t, sizes, weights, conventions)
         timings["landmark_stage"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -155,11 +139,58 @@ class Fitter:
             images=[img.pixels for img in loaded],
             detections=detections,
             landmark_vertices=stage_result.vertex_ids,
+            solver=[{"landmarks": {"stop_reason": r, "iterations": n, "convention": c}}
+                    for r, n, c in zip(stage_result.stop_reason, stage_result.iterations, conventions)],
             renders=renders,
             warnings=warnings,
         )
 
     # ------------------------------------------------------------------ steps
+    def _convention(self, detection) -> str:
+        """The landmark convention of one image: the config's, or under "auto" the detector's (2d for
+        landmarks the user gave)."""
+        if self.config.landmark_convention != "auto":
+            return self.config.landmark_convention
+        return "3d" if detection is not None and detection.backend == "fan3d" else "2d"
+
+    def _stage(self, convention: str) -> LandmarkStage:
+        """The landmark stage for a convention, built once per Fitter."""
+        cfg = self.config
+        if convention not in self._stages:
+            contour = None if cfg.contour == "auto" else cfg.contour
+            self._stages[convention] = LandmarkStage(
+                self.model, num_shape=cfg.num_shape, num_expression=cfg.num_expression, rotation=cfg.rotation,
+                convention=convention, contour=contour, device=self.device)
+        return self._stages[convention]
+
+    def _landmark_stage(self, targets: torch.Tensor, sizes: torch.Tensor, weights: torch.Tensor,
+                        conventions: list[str]) -> LandmarkStageResult:
+        """Run the landmark stage on every image (one solve per landmark convention present)."""
+        cfg, stage = self.config, self.config.landmark_stage
+        energy = EnergyWeights(landmark_sigma=cfg.landmark_sigma, w_landmark=cfg.weights.landmark,
+                               w_shape=cfg.weights.shape_prior, w_expr=cfg.weights.expression_prior,
+                               w_focal=cfg.weights.focal_prior, focal_log_sigma=cfg.focal_log_sigma)
+        groups = {c: [i for i, ci in enumerate(conventions) if ci == c] for c in dict.fromkeys(conventions)}
+        per_solve = stage.rigid_iterations + stage.iterations if cfg.optimizer == "lm" else cfg.adam_iterations
+        bar = tqdm(total=per_solve * len(groups), desc="fit: landmarks", disable=cfg.quiet, leave=False)
+
+        def progress(it: int, entry: dict) -> None:
+            if it:
+                bar.update()
+                bar.set_postfix(px=f"{np.mean(entry['reprojection_px']):.2f}")
+
+        parts = []
+        for convention, idx in groups.items():
+            rows = torch.as_tensor(idx, device=targets.device)
+            parts.append((idx, self._stage(convention).solve(
+                targets[rows], sizes[rows], weights=weights, energy=energy, focal_ratio=cfg.focal_ratio,
+                iterations=stage.iterations, rigid_iterations=stage.rigid_iterations, ftol=stage.tolerance,
+                optimizer=cfg.optimizer, adam_lr=cfg.adam_lr, adam_iterations=cfg.adam_iterations, progress=progress)))
+        bar.total = bar.n  # every image stops by its own criterion, mostly before the limit
+        bar.refresh()
+        bar.close()
+        return LandmarkStageResult.merge(parts, targets.shape[0])
+
     def _load(self, item: Any):
         from ..io.images import load_image
 

@@ -43,28 +43,29 @@ def face_size(landmarks: torch.Tensor) -> torch.Tensor:
 def landmark_residuals(
     projected: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, scale: torch.Tensor
 ) -> torch.Tensor:
-    """Residuals of the landmark term (GANFit eq. 5, normalised by face size and by the weights' sum).
+    """Residuals of the landmark term (GANFit eq. 5 as a Gaussian likelihood): each coordinate's error
+    over the error scale, times the square root of the landmark's weight.
 
     Args:
         projected: (B, N, 2) model landmarks projected to the image, pixels.
         target: (B, N, 2) detected landmarks, pixels.
-        weights: (N,) or (B, N) non-negative weights.
-        scale: (B,) face size in pixels (see `face_size`).
+        weights: (N,) or (B, N) non-negative weights (inverse variance multipliers: 1 = error `scale`).
+        scale: (B,) the landmark error's standard deviation per coordinate, pixels (e.g. a fraction of
+            `face_size`).
     Returns:
         (B, 2N) residuals r with 0.5 * ||r||^2 = `landmark_loss`.
     """
     w = weights if weights.ndim == 2 else weights[None].expand(projected.shape[0], -1)
-    norm = (2.0 * w / w.sum(-1, keepdim=True).clamp_min(1e-12)).sqrt()  # (B, N)
-    r = (projected - target) / scale[:, None, None] * norm[..., None]
+    r = (projected - target) / scale[:, None, None] * w.sqrt()[..., None]
     return r.flatten(1)
 
 
 def landmark_loss(projected: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Weighted mean squared landmark distance in units of the face size.
+    """Negative log-likelihood of the landmarks under isotropic Gaussian errors, up to a constant.
 
     Args: as `landmark_residuals`.
     Returns:
-        (B,) sum_i w_i ||p_i - l_i||^2 / (scale^2 sum_i w_i).
+        (B,) 0.5 * sum_i w_i ||p_i - l_i||^2 / scale^2.
     """
     return 0.5 * landmark_residuals(projected, target, weights, scale).pow(2).sum(-1)
 

@@ -53,6 +53,7 @@ class FitResult:
     name to B values; timings: seconds per step; sources: the input paths (or None for arrays);
     renders: per image a shaded, textured render (h, w, 4) premultiplied RGBA at overlay resolution, or None;
     warnings: per image the warnings about its fit (e.g. a poor landmark fit), also logged.
+    solver: per image how each stage's solve ended: {"landmarks": {"stop_reason": ..., "iterations": ...}}.
     """
 
     meshes: list[FaceMesh]
@@ -70,6 +71,7 @@ class FitResult:
     landmark_vertices: torch.Tensor | None = None
     renders: list[np.ndarray | None] = field(default_factory=list, repr=False)
     warnings: list[list[str]] = field(default_factory=list)
+    solver: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.meshes)
@@ -105,6 +107,7 @@ class FitResult:
             },
             "warnings": self.warnings[index] if index < len(self.warnings) else [],
             "losses": self.losses(index),
+            "solver": self.solver[index] if index < len(self.solver) else {},
             "timings_s": self.timings,
             "config": self.config,
             "versions": {

@@ -32,21 +32,21 @@ class SyntheticFaces:
     landmarks: torch.Tensor
 
 
-def outline_landmarks(model: MorphableModel, vertices_camera: torch.Tensor, rotation: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
-    """68 landmarks as a detector sees them: fixed vertices, the jaw line on the outline.
+def outline_landmark_ids(model: MorphableModel, rotation: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
+    """Vertex ids of the 68 landmarks as a 2D-convention detector sees them: fixed vertices, the jaw line
+    on the outline.
 
     Args:
-        vertices_camera: unused beyond shape checks; projected: (B, V, 2) all vertices projected;
-        rotation: (B, 3, 3).
+        rotation: (B, 3, 3); projected: (B, V, 2) all vertices projected.
     Returns:
-        (B, 68, 2) pixels.
+        (B, 68) vertex ids.
     """
     cands = build_contour_candidates(model)
     ci = torch.as_tensor(cands.indices, device=projected.device)
     choice = select_contour(projected[:, ci], rotation, torch.as_tensor(cands.sides, device=projected.device))
     ids = torch.as_tensor(model.landmark_indices, device=projected.device)[None].repeat(projected.shape[0], 1)
     ids[:, :17] = ci[None].expand(projected.shape[0], -1, -1).gather(2, choice[..., None])[..., 0]
-    return projected.gather(1, ids[..., None].expand(-1, -1, 2))
+    return ids
 
 
 def make_synthetic_faces(
@@ -63,15 +63,28 @@ def make_synthetic_faces(
     focal_spread: float = 0.0,
     depth_mm: tuple[float, float] = (500.0, 900.0),
     dtype: torch.dtype = torch.float64,
+    convention: str = "2d",
+    landmark_offsets: torch.Tensor | None = None,
+    yaw_min_deg: float = 0.0,
 ) -> SyntheticFaces:
-    """`n` random faces: coefficients ~ N(0, 1) (the priors), yaw/pitch/roll uniform in +-range, depth uniform,
-    the face centred in the image, focal = focal_ratio * max(W, H) * exp(focal_spread * N(0, 1)).
-    Landmarks get i.i.d. Gaussian noise of `noise_px` pixels per coordinate."""
+    """`n` random faces: coefficients ~ N(0, 1) (the priors), yaw/pitch/roll uniform in +-range (|yaw| at
+    least `yaw_min_deg`), depth uniform, the face centred in the image, focal = focal_ratio * max(W, H) *
+    exp(focal_spread * N(0, 1)).
+
+    Landmarks follow `convention`: "2d" puts the jaw line on the image outline (as dlib), "3d" projects
+    the model's fixed landmark vertices, hidden or not (as AFLW2000-3D). `landmark_offsets` (68, 3) mm, in
+    the model frame, moves each landmark's 3D point before projection (a detector whose points are not
+    the model's landmark vertices; see `benchmarks/landmark_offsets.py`). Then i.i.d. Gaussian noise of
+    `noise_px` pixels per coordinate."""
+    if convention not in ("2d", "3d"):
+        raise ValueError(f"convention must be 2d or 3d, got {convention!r}")
     g = generator
     shape = torch.randn(n, model.num_shape, generator=g, dtype=dtype)
     expr = torch.randn(n, model.num_expression, generator=g, dtype=dtype)
     u = lambda r: (torch.rand(n, generator=g, dtype=dtype) * 2 - 1) * r  # noqa: E731
-    ypr = torch.stack([u(yaw_deg), u(pitch_deg), u(roll_deg)], -1)
+    yaw = u(1.0)
+    yaw = torch.sign(yaw) * (yaw_min_deg + yaw.abs() * (yaw_deg - yaw_min_deg))
+    ypr = torch.stack([yaw, u(pitch_deg), u(roll_deg)], -1)
     rot = matrix_from_euler(ypr)
     depth = depth_mm[0] + torch.rand(n, generator=g, dtype=dtype) * (depth_mm[1] - depth_mm[0])
     w, h = image_size
@@ -80,7 +93,13 @@ def make_synthetic_faces(
     centre = verts.mean(1)  # put the face's centroid on the optical axis
     trans = torch.stack([torch.zeros_like(depth), torch.zeros_like(depth), -depth], -1) - (centre[:, None] @ rot.transpose(1, 2))[:, 0]
     cam = transform_points(verts, rot, trans)
-    proj = project_points(cam, focal, torch.tensor([[w / 2.0, h / 2.0]], dtype=dtype).expand(n, -1))
-    clean = outline_landmarks(model, cam, rot, proj)
+    principal = torch.tensor([[w / 2.0, h / 2.0]], dtype=dtype).expand(n, -1)
+    proj = project_points(cam, focal, principal)
+    ids = outline_landmark_ids(model, rot, proj) if convention == "2d" else \
+        torch.as_tensor(model.landmark_indices)[None].repeat(n, 1)
+    points = verts.gather(1, ids[..., None].expand(-1, -1, 3))
+    if landmark_offsets is not None:
+        points = points + landmark_offsets.to(dtype)[None]
+    clean = project_points(transform_points(points, rot, trans), focal, principal)
     noisy = clean + noise_px * torch.randn(clean.shape, generator=g, dtype=dtype)
     return SyntheticFaces(shape, expr, rot, ypr, trans, focal, (w, h), verts, clean, noisy)

@@ -277,8 +277,10 @@ FAN_INSTALL_HINT = "pip install ganfit[fan]"
 
 
 class FanDetector:
-    """face-alignment (Bulat & Tzimiropoulos 2017): S3FD face detector + 2D-FAN 68 landmarks.
+    """face-alignment (Bulat & Tzimiropoulos 2017): S3FD face detector + 2D-FAN or 3D-FAN 68 landmarks.
 
+    landmarks: "2d" (2D-FAN: the jaw line on the visible outline, as 300-W) or "3d" (3D-FAN: the image
+        position of fixed face points, hidden ones included, as AFLW2000-3D; backend name "fan3d").
     device: torch device string ("cpu", "cuda", "cuda:1").
     max_side: images larger than this are searched and landmarked on a downscaled copy.
     allow_download: let face-alignment download its weights (about 250 MB) into the torch hub cache;
@@ -288,7 +290,10 @@ class FanDetector:
 
     backend = "fan"
 
-    def __init__(self, device: str = "cpu", max_side: int = 1024, allow_download: bool = False) -> None:
+    def __init__(self, device: str = "cpu", max_side: int = 1024, allow_download: bool = False, landmarks: str = "2d") -> None:
+        if landmarks not in ("2d", "3d"):
+            raise ConfigError(f"FanDetector landmarks must be 2d or 3d, got {landmarks!r}")
+        self.backend = "fan" if landmarks == "2d" else "fan3d"
         try:
             import face_alignment
             from face_alignment.api import models_urls as fan_urls
@@ -299,8 +304,9 @@ class FanDetector:
                 f"({exc}): `{FAN_INSTALL_HINT}`, or use the 'dlib' detector"
             ) from exc
         if not allow_download:
-            _check_fan_weights([fan_urls["2DFAN-4"], sfd_urls["s3fd"]])
-        self._model = _build_fan(face_alignment, device)
+            _check_fan_weights([fan_urls["2DFAN-4" if landmarks == "2d" else "3DFAN-4"], sfd_urls["s3fd"]]
+                               + ([fan_urls["depth"]] if landmarks == "3d" and "depth" in fan_urls else []))
+        self._model = _build_fan(face_alignment, device, landmarks)
         self.max_side = max_side
 
     def detect(self, pixels: np.ndarray) -> list[Detection]:
@@ -325,9 +331,9 @@ class FanDetector:
         ]
 
 
-def _build_fan(face_alignment: Any, device: str) -> Any:
-    """Construct face_alignment.FaceAlignment (2D, S3FD) without torch.compile where supported."""
-    kind = face_alignment.LandmarksType.TWO_D
+def _build_fan(face_alignment: Any, device: str, landmarks: str = "2d") -> Any:
+    """Construct face_alignment.FaceAlignment (2D or 3D landmarks, S3FD) without torch.compile where supported."""
+    kind = face_alignment.LandmarksType.TWO_D if landmarks == "2d" else face_alignment.LandmarksType.THREE_D
     try:
         try:
             return face_alignment.FaceAlignment(kind, device=device, face_detector="sfd", compile=False)
@@ -395,11 +401,16 @@ def _fmt_box(detection: Detection) -> str:
 
 # --------------------------------------------------------------------------------------- factory
 
-_DETECTORS: dict[str, Callable[..., FaceDetector]] = {"dlib": DlibDetector, "fan": FanDetector}
+def _fan3d(**kwargs: Any) -> FaceDetector:
+    return FanDetector(landmarks="3d", **kwargs)
+
+
+_DETECTORS: dict[str, Callable[..., FaceDetector]] = {"dlib": DlibDetector, "fan": FanDetector, "fan3d": _fan3d}
 
 
 def make_detector(name: str = "dlib", **kwargs: Any) -> FaceDetector:
-    """Build a detector by name: "dlib" (`DlibDetector`) or "fan" (`FanDetector`); kwargs go to it."""
+    """Build a detector by name: "dlib" (`DlibDetector`), "fan" (`FanDetector`, 2D-FAN) or "fan3d"
+    (`FanDetector(landmarks="3d")`); kwargs go to it."""
     try:
         factory = _DETECTORS[name.lower()]
     except KeyError:
