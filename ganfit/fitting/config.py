@@ -44,7 +44,7 @@ class StageConfig:
 
     name: str = "landmarks"
     iterations: int = 50
-    rigid_iterations: int = 10
+    rigid_iterations: int = 4
     tolerance: float = 1e-6
 
 

@@ -187,7 +187,7 @@ def jacobian_from(x: torch.Tensor, posed: Posed, sb: torch.Tensor, eb: torch.Ten
     dpc[..., 1, 2] = -f * cam[..., 1] * inv * inv
     # d cam / d unknowns (geometry): (B, N, 3, Ks + Ke + r + 3)
     d_coef = torch.einsum("bij,bnjk->bnik", rot, torch.cat([sb, eb], dim=-1))
-    d_rot = torch.einsum("bijr,bnj->bnir", _rotation_jacobian(x[:, lay.rot]), posed.pts)
+    d_rot = torch.einsum("bijr,bnj->bnir", _rotation_jacobian(x[:, lay.rot], rot), posed.pts)
     tr = x[:, lay.trans]
     dep = torch.exp(tr[:, 2])
     zero = torch.zeros_like(dep)
@@ -237,11 +237,11 @@ def jacobian(x: torch.Tensor, mean, sb, eb, lay: Layout, p: LandmarkProblem) -> 
     return jacobian_from(x, posed, sb, eb, lay, p)
 
 
-def _rotation_jacobian(rot_params: torch.Tensor) -> torch.Tensor:
-    """(B, r) rotation unknowns -> (B, 3, 3, r) derivative of the rotation matrix (closed form for
-    axis-angle, Gallego & Yezzi 2015; forward-mode autodiff for 6D)."""
+def _rotation_jacobian(rot_params: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """(B, r) rotation unknowns and their matrices (B, 3, 3) -> (B, 3, 3, r) derivative of the rotation
+    matrix (closed form for axis-angle, Gallego & Yezzi 2015; forward-mode autodiff for 6D)."""
     if rot_params.shape[-1] == 3:
-        return axis_angle_jacobian(rot_params)
+        return axis_angle_jacobian(rot_params, rot)
     return vmap(jacfwd(rotation_matrix))(rot_params)
 
 

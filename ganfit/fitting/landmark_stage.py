@@ -25,7 +25,7 @@ from ..model.morphable import MorphableModel
 from ..render.camera import matrix_to_axis_angle, matrix_to_rotation_6d, project_points
 from .contour import build_contour_candidates, select_contour
 from .landmark_energy import (
-    EnergyWeights, LandmarkProblem, Layout, decode, jacobian_from, pose, residual_vector, terms_from_residuals,
+    EnergyWeights, LandmarkProblem, Layout, Posed, decode, jacobian_from, residual_vector, terms_from_residuals,
     weak_perspective_pose,
 )
 from .losses import face_size
@@ -162,17 +162,18 @@ class LandmarkStage:
             r (b, R), J (b, R, P) or None, local vertex ids (b, 68), `Posed` landmark points.
         """
         lay, b = self.layout, x.shape[0]
-        every = self.basis.points(x[:, : lay.ks + lay.ke])  # (b, N, 3)
+        shape, expr, rot, t, focal = decode(x, lay, p.focal0)
+        every = self.basis.points(x[:, : lay.ks + lay.ke])  # (b, N, 3): all landmark and contour vertices
+        cam_every = every @ rot.transpose(-1, -2) + t[:, None, :]
+        proj_every = project_points(cam_every, focal, p.principal)
         ids = self.lm_local[None].expand(b, -1)
-        decoded = decode(x, lay, p.focal0)
         if self._cand_local is not None:
-            _, _, rot, t, focal = decoded
-            cand = every[:, self._cand_local.reshape(-1)] @ rot.transpose(-1, -2) + t[:, None, :]
-            proj = project_points(cand, focal, p.principal).reshape(b, *self._cand_local.shape, 2)
+            proj = proj_every[:, self._cand_local.reshape(-1)].reshape(b, *self._cand_local.shape, 2)
             choice = select_contour(proj, rot, self._sides)  # (b, 17)
             ids = ids.clone()
             ids[:, :17] = self._cand_local[None].expand(b, -1, -1).gather(2, choice[..., None])[..., 0]
-        posed = pose(x, every.gather(1, ids[..., None].expand(-1, -1, 3)), lay, p, decoded)
+        take = lambda a: a.gather(1, ids[..., None].expand(-1, -1, a.shape[-1]))  # noqa: E731
+        posed = Posed(shape, expr, rot, focal, take(every), take(cam_every), take(proj_every))
         if not with_jacobian:
             return residual_vector(x, posed, lay, p), None, ids, posed
         _, sb, eb = self.basis.gather(ids)
@@ -211,7 +212,7 @@ class LandmarkStage:
 
     def solve(self, targets: torch.Tensor, image_sizes: torch.Tensor, *, weights: torch.Tensor | None = None,
               energy: EnergyWeights = EnergyWeights(), focal_ratio: float = 1.6, iterations: int = 50,
-              rigid_iterations: int = 10, ftol: float = 1e-9, optimizer: str = "lm", adam_lr: float = 0.02,
+              rigid_iterations: int = 4, ftol: float = 1e-6, optimizer: str = "lm", adam_lr: float = 0.02,
               adam_iterations: int = 400, progress: Callable[[int, dict], None] | None = None) -> LandmarkStageResult:
         """Fit B images to their landmarks.
 
@@ -272,7 +273,7 @@ class LandmarkStage:
 
 class _LMProblem:
     """`solvers.lm.LeastSquaresProblem` of a landmark stage: the energy with the correspondence of x.
-    Keeps the named terms of its last `residuals` call (the trial step), so the history needs no extra
+    Keeps the named terms of its last `linearize` call (the trial step), so the history needs no extra
     evaluation."""
 
     def __init__(self, stage: LandmarkStage, p: LandmarkProblem) -> None:
@@ -280,14 +281,10 @@ class _LMProblem:
         self.trial: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
 
     def linearize(self, x, rows):
-        r, jac, _, _ = self.stage.evaluate(x, self.p.rows(rows), with_jacobian=True)
-        return r, jac
-
-    def residuals(self, x, rows):
         p = self.p.rows(rows)
-        r, _, _, posed = self.stage.evaluate(x, p)
+        r, jac, _, posed = self.stage.evaluate(x, p, with_jacobian=True)
         self.trial = (rows, terms_from_residuals(r, posed, self.stage.layout, p))
-        return r
+        return r, jac
 
 
 class _Recorder:

@@ -38,7 +38,7 @@ def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
     return eye + a * k + b * (k @ k)
 
 
-def axis_angle_jacobian(axis_angle: torch.Tensor) -> torch.Tensor:
+def axis_angle_jacobian(axis_angle: torch.Tensor, rotation: torch.Tensor | None = None) -> torch.Tensor:
     """Derivative of `axis_angle_to_matrix`, in closed form (Gallego & Yezzi, "A compact formula for the
     derivative of a 3-D rotation in exponential coordinates", JMIV 2015):
 
@@ -46,12 +46,13 @@ def axis_angle_jacobian(axis_angle: torch.Tensor) -> torch.Tensor:
 
     Args:
         axis_angle: (B, 3).
+        rotation: (B, 3, 3) `axis_angle_to_matrix(axis_angle)` when the caller has it.
     Returns:
         (B, 3, 3, 3): [..., i] is dR/dv_i.
     """
     b = axis_angle.shape[0]
     dt, dev = axis_angle.dtype, axis_angle.device
-    rot = axis_angle_to_matrix(axis_angle)
+    rot = axis_angle_to_matrix(axis_angle) if rotation is None else rotation
     eye = torch.eye(3, dtype=dt, device=dev)
     theta2 = (axis_angle * axis_angle).sum(-1)  # (B,)
     small = theta2 < 1e-12

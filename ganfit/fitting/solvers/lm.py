@@ -33,11 +33,8 @@ class LeastSquaresProblem(Protocol):
     """A batch of independent least-squares problems, evaluated for a subset of its images."""
 
     def linearize(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Residuals r (b, R) and Jacobian J (b, R, P) at unknowns x (b, P) of images `rows` (b,)."""
-        ...
-
-    def residuals(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Residuals r (b, R) at unknowns x (b, P) of images `rows` (b,); the energy is 0.5 ||r||^2."""
+        """Residuals r (b, R) and Jacobian J (b, R, P) at unknowns x (b, P) of images `rows` (b,); the
+        energy is 0.5 ||r||^2."""
         ...
 
 
@@ -94,23 +91,25 @@ def levenberg_marquardt(
     reason = [""] * b
     iters = [0] * b
     accepted_steps = [0] * b
-    energy = 0.5 * problem.residuals(x, torch.arange(b, device=dev)).pow(2).sum(-1)
+    def normal_equations(x_, rows_):
+        r, jac = problem.linearize(x_, rows_)
+        jac = jac[:, :, free]
+        return 0.5 * r.pow(2).sum(-1), jac.transpose(1, 2) @ jac, (jac.transpose(1, 2) @ r[..., None])[..., 0]
+
+    # Every trial step is linearised when it is evaluated, so an accepted step's normal equations are ready
+    # for the next iteration (one evaluation per iteration instead of two).
+    energy, jtj_all, grad_all = normal_equations(x, torch.arange(b, device=dev))
     for it in range(settings.max_iterations):
         rows = running.nonzero()[:, 0]
         if rows.numel() == 0:
             break
-        xr = x[rows]
-        r, jac = problem.linearize(xr, rows)
-        jac = jac[:, :, free]
-        jtj = jac.transpose(1, 2) @ jac
-        grad = (jac.transpose(1, 2) @ r[..., None])[..., 0]
+        xr, jtj, grad, e0 = x[rows], jtj_all[rows], grad_all[rows], energy[rows]
         diag = torch.diagonal(jtj, dim1=1, dim2=2).clamp_min(1e-12)
         damp = lam[rows, None] * diag
         step = -torch.linalg.solve(jtj + torch.diag_embed(damp), grad)
         trial = xr.clone()
         trial[:, free] = xr[:, free] + step
-        e0 = energy[rows]
-        e1 = 0.5 * problem.residuals(trial, rows).pow(2).sum(-1)
+        e1, jtj1, grad1 = normal_equations(trial, rows)
         predicted = 0.5 * (step * (damp * step - grad)).sum(-1)
         ok = torch.isfinite(e1) & (e1 < e0)
         rho = (e0 - e1) / predicted.clamp_min(1e-300)
@@ -121,6 +120,8 @@ def levenberg_marquardt(
         lam[rows] = lam_rows.clamp_min(1e-15)
         x[rows] = torch.where(ok[:, None], trial, xr)
         energy[rows] = torch.where(ok, e1, e0)
+        jtj_all[rows] = torch.where(ok[:, None, None], jtj1, jtj)
+        grad_all[rows] = torch.where(ok[:, None], grad1, grad)
         flat = grad.abs().amax(-1) <= settings.gtol
         converged = (ok & (gain <= settings.ftol)) | flat
         bound = lam[rows] > settings.damping_max
