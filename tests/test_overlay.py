@@ -287,14 +287,14 @@ def test_png_bytes_decodes_to_the_image():
 
 def test_occlusion_with_downscaled_zbuffer():
     """A face far larger than the z-buffer's side is tested at reduced resolution, still correctly."""
-    from ganfit.fitting import colors as colors_mod
+    from ganfit.render.zbuffer import ZBUFFER_MAX_SIDE
 
     back, back_tris = plane(-100.0, -28, 28, -28, 28, 2)
     front, front_tris = plane(-50.0, -4, 4, -4, 4, 1)
     verts = np.concatenate([back, front])
     tris = np.concatenate([back_tris, front_tris + len(back)])
-    scale = 40.0  # the scene spans ~2300 px: more than twice _ZBUF_MAX_SIDE
-    assert (project(verts).max() - project(verts).min()) * scale > 2 * colors_mod._ZBUF_MAX_SIDE
+    scale = 40.0  # the scene spans ~2300 px: more than twice ZBUFFER_MAX_SIDE
+    assert (project(verts).max() - project(verts).min()) * scale > 2 * ZBUFFER_MAX_SIDE
     proj = (project(verts) - SIZE / 2) * scale + 1500
     img = np.zeros((3000, 3000, 3), np.float32)
     _, visible = sample_vertex_colors(img, proj, normals_of(verts, tris), verts, triangles=tris)
