@@ -15,7 +15,7 @@ from .._device import resolve_device
 from ..errors import ConfigError, LandmarkError, NoFaceError
 from ..model.morphable import MorphableModel
 from ..perception.landmark_file import check_landmark_placement
-from ..render.camera import PinholeCamera, project_points, transform_points
+from ..render.camera import PinholeCamera
 from .config import FitConfig
 from .landmark_energy import EnergyWeights
 from .landmark_stage import LandmarkStage, LandmarkStageResult
@@ -114,15 +114,11 @@ class Fitter:
         stage_result = self._landmark_stage(target_t, sizes, weights, conventions)
         timings["landmark_stage"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
         params = stage_result.params
-        meshes, fitted = self._meshes(model, params, stage_result.vertex_ids, loaded)
+        meshes, fitted = self._meshes(model, params, stage_result.vertex_ids, loaded, timings)
         warnings = [self._fit_warnings(target_t[i].cpu(), fitted[i], img.path or f"image {i}")
                     for i, img in enumerate(loaded)]
-        timings["mesh_and_colors"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        renders = self._renders(model, params, meshes, sizes)
-        timings["render"] = time.perf_counter() - t0
+        renders = self._renders(model, params, meshes, sizes, timings)
         timings["total"] = time.perf_counter() - t_all
         camera = PinholeCamera(focal=params.focal, principal=params.principal, image_size=sizes.float())
         return FitResult(
@@ -247,86 +243,23 @@ class Fitter:
             where = img.path or "the image"
             raise NoFaceError(f"{where}: {exc}") from None
 
-    def _meshes(self, model: MorphableModel, params, vertex_ids: torch.Tensor, loaded) -> tuple[list[FaceMesh], torch.Tensor]:
-        from ..model.geometry import vertex_normals
-        from ..model.topology import mirror_vertices
-        from .colors import fill_unseen_colors, sample_vertex_colors
+    def _meshes(self, model: MorphableModel, params, vertex_ids: torch.Tensor, loaded,
+                timings: dict[str, float]) -> tuple[list[FaceMesh], torch.Tensor]:
+        """Fitted meshes with photo colours and UV textures (`photo_texture.PhotoTexture`)."""
+        return self._texture(model).meshes(params, vertex_ids, [img.pixels for img in loaded], timings)
 
-        dev = self.device
-        verts = model.vertices(params.shape.to(dev), params.expression.to(dev))
-        rot = params.rotation_matrix()
-        cam = transform_points(verts, rot, params.translation)
-        proj = project_points(cam, params.focal, params.principal)
-        tri = torch.as_tensor(model.triangles, device=dev)
-        normals = vertex_normals(cam, tri) if tri.numel() else None
-        fitted = proj.gather(1, vertex_ids[..., None].expand(-1, -1, 2))
-        uv = None if model.uv is None else torch.as_tensor(model.uv)
-        uv_tri = None if model.uv_triangles is None else torch.as_tensor(model.uv_triangles)
-        mirror = mirror_vertices(model.mean) if normals is not None else None
-        meshes = []
-        for i, img in enumerate(loaded):
-            colors = visible = None
-            if normals is not None:
-                c, vis = sample_vertex_colors(
-                    img.pixels, proj[i].cpu().numpy(), normals[i].cpu().numpy(), cam[i].cpu().numpy(), triangles=model.triangles
-                )
-                c = fill_unseen_colors(c, vis, model.triangles, mirror)
-                colors, visible = torch.as_tensor(c, dtype=torch.float32), torch.as_tensor(vis)
-            texture = texture_mask = None
-            if self.config.texture_size and model.uv is not None and len(model.triangles):
-                texture, texture_mask = self._texture(model, img.pixels, proj[i], cam[i], mirror)
-            meshes.append(FaceMesh(
-                vertices=verts[i].detach().cpu(), vertices_camera=cam[i].detach().cpu(), projected=proj[i].detach().cpu(),
-                triangles=tri.cpu(), uv=uv, uv_triangles=uv_tri, colors=colors, visible=visible,
-                texture=texture, texture_mask=texture_mask,
-                normals_camera=None if normals is None else normals[i].detach().cpu(),
-            ))
-        return meshes, fitted.float().cpu()
+    def _texture(self, model: MorphableModel):
+        """The `PhotoTexture` of this fitter's model, built once (it keeps the per-model UV layout,
+        mirror maps and rasterizer, so no photo repeats that work)."""
+        from .photo_texture import PhotoTexture
 
-    def _texture(self, model: MorphableModel, photo: np.ndarray, projected: torch.Tensor, camera_vertices: torch.Tensor, mirror):
-        """UV texture of one photo: unwrap into the model's UV layout, complete unseen texels by symmetry
-        and Poisson fill. Returns (texture (S, S, 3) float32, mask (S, S) float32)."""
-        from ..render.unwrap import complete, mirror_uv_map, unwrap
+        pt = getattr(self, "_photo_texture", None)
+        if pt is None or pt.model is not model or pt.texture_size != self.config.texture_size:
+            pt = self._photo_texture = PhotoTexture(model, texture_size=self.config.texture_size, device=self.device)
+        return pt
 
-        size = self.config.texture_size
-        raw = unwrap(photo, projected.cpu(), camera_vertices.cpu(), model.triangles, model.uv,
-                     uv_triangles=model.uv_triangles, resolution=size)
-        mirror_uv = None
-        if mirror is not None and model.uv_triangles is None:
-            mirror_uv = mirror_uv_map(model.uv, model.triangles, mirror, size)
-        texture, _ = complete(raw, mirror_uv)
-        return texture.astype(np.float32), raw.mask.astype(np.float32)
-
-    def _renders(self, model: MorphableModel, params, meshes: list[FaceMesh], sizes: torch.Tensor) -> list[np.ndarray | None]:
+    def _renders(self, model: MorphableModel, params, meshes: list[FaceMesh], sizes: torch.Tensor,
+                 timings: dict[str, float]) -> list[np.ndarray | None]:
         """Shaded, textured renders of each fitted face at overlay resolution (longer side <= 1024 px),
         as (h, w, 4) premultiplied RGBA float32; None where there is no texture to show."""
-        from ..render.renderer import Renderer, make_rasterizer
-        from ..render.shading import default_sh, sh_directional
-        from .params import FitParams
-
-        if not any(m.texture is not None for m in meshes) or not len(model.triangles):
-            return [None] * len(meshes)
-        rasterizer = make_rasterizer("auto", self.device)
-        light = default_sh(1, ambient=0.6, device=self.device) + sh_directional(
-            torch.tensor([[-0.35, 0.45, 1.0]], device=self.device), 0.55
-        )
-        out: list[np.ndarray | None] = []
-        for i, mesh in enumerate(meshes):
-            if mesh.texture is None:
-                out.append(None)
-                continue
-            w_img, h_img = (float(v) for v in sizes[i])
-            scale = min(1.0, 1024.0 / max(w_img, h_img))
-            size = (max(1, round(w_img * scale)), max(1, round(h_img * scale)))
-            p = FitParams(
-                shape=params.shape[i : i + 1].to(self.device), expression=params.expression[i : i + 1].to(self.device),
-                rotation=params.rotation[i : i + 1].to(self.device), translation=params.translation[i : i + 1].to(self.device),
-                focal=params.focal[i : i + 1].to(self.device) * scale,
-                principal=torch.tensor([[size[0] / 2.0, size[1] / 2.0]], device=self.device),
-            )
-            tex = torch.as_tensor(mesh.texture, device=self.device).permute(2, 0, 1)[None].float()
-            with torch.no_grad():
-                r = Renderer(model, rasterizer, image_size=size).render(p, texture=tex, lighting=light, regions=False)
-            rgba = torch.cat([r.image[0], r.alpha[0][..., None]], dim=-1).clamp(0, 1)
-            out.append(rgba.cpu().numpy().astype(np.float32))
-        return out
+        return self._texture(model).renders(params, meshes, sizes, timings)
