@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import platform
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,27 +149,38 @@ class FitResult:
     def save(self, path: str | Path, *, overlay: bool = True) -> list[Path]:
         """Write OBJ (vertices, triangles, UVs, photo colours) with its MTL and UV texture PNG, JSON
         (parameters, camera, losses, timings, versions, model name and checksum) and an overlay PNG for
-        every image. Each file is written
-        atomically, and everything is rendered in memory before the first file is written.
+        every image. Each file is written atomically, and everything is rendered in memory before the
+        first file is written.
+
+        The seconds each kind of output takes are recorded in `timings` (so in the JSON files too):
+        ``save_png`` (UV texture), ``save_mtl``, ``save_obj``, ``save_overlay`` (drawing and encoding it),
+        ``save_json``, ``save_write`` (writing the files) and ``save`` (all of it). The JSON files are
+        serialised twice, the second time with these timings; ``save_json`` is the first pass.
 
         Returns the paths written.
         """
         from ..io.mesh import Material, mtl_text, obj_text
-        from ..io.overlay import make_fit_overlay, png_bytes
+        from ..io.overlay import png_bytes
 
+        t_start = time.perf_counter()
+        spent = dict.fromkeys(("save_png", "save_mtl", "save_obj", "save_overlay", "save_json", "save_write"), 0.0)
         plan = self.output_paths(path)
         folder = plan[0]["obj"].parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}") from exc
-        payloads: list[tuple[Path, bytes | str]] = []
+        files_out: list[list[tuple[Path, bytes | str]]] = []
         for i, (mesh, files) in enumerate(zip(self.meshes, plan)):
+            payloads: list[tuple[Path, bytes | str]] = []
+            t = time.perf_counter()
             material = None
             if mesh.texture is not None and mesh.uv is not None:
                 material = Material(name="face", texture=files["texture"].name)
                 payloads.append((files["texture"], png_bytes(mesh.texture)))
+                t = _spend(spent, "save_png", t)
                 payloads.append((files["mtl"], mtl_text(material)))
+                t = _spend(spent, "save_mtl", t)
             payloads.append((files["obj"], obj_text(
                 mesh.vertices.detach().cpu().numpy(),
                 mesh.triangles.cpu().numpy(),
@@ -179,39 +191,48 @@ class FitResult:
                 mtllib=None if material is None else files["mtl"].name,
                 comment=f"ganfit fit of {self.sources[i] or 'an array'}; model {self.model_info.get('name')}; millimetres, y up, face looking down +z",
             )))
-            payloads.append((files["json"], json.dumps(self.to_dict(i), indent=1)))
+            t = _spend(spent, "save_obj", t)
             if overlay and i < len(self.images):
-                normals = None if mesh.normals_camera is None else mesh.normals_camera.cpu().numpy()
-                panel = make_fit_overlay(
-                    self.images[i],
-                    mesh.projected.detach().cpu().numpy(),
-                    (-mesh.vertices_camera[:, 2]).detach().cpu().numpy(),
-                    mesh.triangles.cpu().numpy(),
-                    self.landmarks_target[i].cpu().numpy(),
-                    self.landmarks_fitted[i].cpu().numpy(),
-                    normals,
-                )
-                if i < len(self.renders) and self.renders[i] is not None:
-                    panel = np.concatenate([panel, _blend_render(self.images[i], self.renders[i], panel.shape[0])], axis=1)
-                payloads.append((files["overlay"], png_bytes(panel)))
+                payloads.append((files["overlay"], png_bytes(self._overlay_panel(i))))
+                _spend(spent, "save_overlay", t)
+            files_out.append(payloads)
+        t = time.perf_counter()
+        for i in range(len(self.meshes)):  # a first pass: serialisable (and timed) before anything is written
+            json.dumps(self.to_dict(i), indent=1)
+        t = _spend(spent, "save_json", t)
         written = []
-        for target, data in payloads:
-            if isinstance(data, str):
-                atomic_write_text(target, data)
-            else:
-                atomic_write_bytes(target, data)
+        for target, data in (item for payloads in files_out for item in payloads):
+            (atomic_write_text if isinstance(data, str) else atomic_write_bytes)(target, data)
             written.append(target)
+        _spend(spent, "save_write", t)
+        self.timings.update(spent)
+        self.timings["save"] = time.perf_counter() - t_start + spent["save_json"]
+        for i, files in enumerate(plan[: len(self.meshes)]):
+            atomic_write_text(files["json"], json.dumps(self.to_dict(i), indent=1))
+            written.append(files["json"])
         return written
 
+    def _overlay_panel(self, i: int) -> np.ndarray:
+        """The overlay picture of image `i`: landmarks | mesh on the photo | textured render on the photo
+        (when there is one); (h, 2 or 3 * w, 3) float32."""
+        from ..io.overlay import make_fit_overlay
 
-def _blend_render(photo: np.ndarray, rgba: np.ndarray, height: int, opacity: float = 0.9) -> np.ndarray:
-    """The photo scaled to `height` rows with the premultiplied RGBA render blended over it."""
-    from PIL import Image
+        mesh = self.meshes[i]
+        normals = None if mesh.normals_camera is None else mesh.normals_camera.cpu().numpy()
+        return make_fit_overlay(
+            self.images[i],
+            mesh.projected.detach().cpu().numpy(),
+            (-mesh.vertices_camera[:, 2]).detach().cpu().numpy(),
+            mesh.triangles.cpu().numpy(),
+            self.landmarks_target[i].cpu().numpy(),
+            self.landmarks_fitted[i].cpu().numpy(),
+            normals,
+            render=self.renders[i] if i < len(self.renders) else None,
+        )
 
-    h, w = rgba.shape[:2]
-    if photo.shape[:2] != (h, w):
-        photo = np.asarray(Image.fromarray((np.clip(photo, 0, 1) * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BILINEAR)) / 255.0
-    out = photo * (1.0 - opacity * rgba[..., 3:4]) + opacity * rgba[..., :3]
-    if h != height:
-        out = np.asarray(Image.fromarray((np.clip(out, 0, 1) * 255).astype(np.uint8)).resize((round(w * height / h), height), Image.Resampling.BILINEAR)) / 255.0
-    return out.astype(np.float32)
+
+def _spend(spent: dict[str, float], key: str, start: float) -> float:
+    """Add the seconds since `start` to spent[key]; returns now."""
+    now = time.perf_counter()
+    spent[key] += now - start
+    return now

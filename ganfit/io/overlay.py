@@ -86,15 +86,23 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
 
 
-def png_bytes(image) -> bytes:
+PNG_COMPRESS_LEVEL = 1
+"""zlib level of `png_bytes`: 1 encodes a 768 x 768 texture about 4x faster than Pillow's default 6
+(~25 ms instead of ~90 ms on one CPU core) for files about 25% larger; the levels in between gain little."""
+
+
+def png_bytes(image, compress_level: int = PNG_COMPRESS_LEVEL) -> bytes:
     """Encode an (H, W, 3) float image in [0, 1] (clipped, rounded to 8 bits) or uint8 as PNG bytes.
 
     For callers that render every output in memory before writing any (`save_png` writes a file).
+    compress_level: zlib level 0 (none, fastest) to 9 (smallest).
     """
-    img = _as_image(image)
-    data = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        data = np.ascontiguousarray(image)
+    else:
+        data = np.clip(_as_image(image) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     buf = io.BytesIO()
-    PILImage.fromarray(data).save(buf, format="PNG")
+    PILImage.fromarray(data).save(buf, format="PNG", compress_level=int(compress_level))
     return buf.getvalue()
 
 
@@ -259,12 +267,16 @@ def make_fit_overlay(
     *,
     alpha: float = 0.6,
     max_side: int = 1024,
+    render=None,
+    render_opacity: float = 0.9,
 ) -> np.ndarray:
-    """A side-by-side picture of a fit: [photo + landmarks | mesh blended on the photo].
+    """A side-by-side picture of a fit: [photo + landmarks | mesh blended on the photo (| render)].
 
     The left panel shows the detected landmarks in green and the fitted model's projected landmarks
-    in red; the right panel is `draw_mesh_overlay`. Each panel is the photo scaled down (never up) so
-    that its longer side is at most `max_side` pixels; coordinates are scaled with it.
+    in red; the middle panel is `draw_mesh_overlay`; with `render`, a third panel blends it over the
+    photo. Each panel is the photo scaled down (never up) so that its longer side is at most `max_side`
+    pixels; coordinates are scaled with it. The photo is scaled before anything else touches it, so a
+    large photo costs one resize.
 
     Args:
         image: (H, W, 3) float in [0, 1] (or uint8).
@@ -276,17 +288,14 @@ def make_fit_overlay(
         normals: (V, 3) camera-space vertex normals for shading, or None.
         alpha: mesh opacity.
         max_side: longest side of each panel.
+        render: (h, w, 4) premultiplied RGBA render of the face in [0, 1] (resized to the panel if its
+            size differs), or None.
+        render_opacity: opacity of the render over the photo.
     Returns:
-        (h, 2 * w, 3) float32 in [0, 1], with (h, w) the panel size.
+        (h, 2 * w, 3) float32 in [0, 1] (3 * w with a render), with (h, w) the panel size.
     """
-    img = _as_image(image)
-    h, w = img.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    if scale < 1.0:
-        nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-        img = _resize(img, nw, nh)
-    else:
-        nw, nh = w, h
+    img, (h, w) = _panel_photo(image, max_side)
+    nh, nw = img.shape[:2]
     factor = np.array([nw / w, nh / h])
     radius = max(1.5, max(nw, nh) / 300.0)
 
@@ -298,4 +307,29 @@ def make_fit_overlay(
     right = draw_mesh_overlay(
         img, _to_numpy(projected, "projected") * factor, depth, triangles, normals, alpha=alpha
     )
-    return np.concatenate([left, right], axis=1)
+    panels = [left, right]
+    if render is not None:
+        rgba = np.asarray(render, dtype=np.float32)
+        if rgba.ndim != 3 or rgba.shape[2] != 4:
+            raise ValueError(f"render must be (h, w, 4) RGBA, got {rgba.shape}")
+        if rgba.shape[:2] != (nh, nw):
+            rgba = np.concatenate([_resize(rgba[..., :3], nw, nh), _resize(np.repeat(rgba[..., 3:], 3, -1), nw, nh)[..., :1]], -1)
+        panels.append(np.clip(img * (1.0 - render_opacity * rgba[..., 3:4]) + render_opacity * rgba[..., :3], 0.0, 1.0))
+    return np.concatenate(panels, axis=1)
+
+
+def _panel_photo(image, max_side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The photo scaled down (never up) to at most `max_side` pixels a side, (h, w, 3) float32 in [0, 1],
+    and the original (H, W). A float photo already in [0, 1] is read in place (no full-size copy)."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3), got {arr.shape}")
+    h, w = arr.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale >= 1.0:
+        return _as_image(arr), (h, w)
+    nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+    in_range = arr.dtype == np.float32 and float(arr.min()) >= 0.0 and float(arr.max()) <= 1.0
+    return _resize(arr if in_range else _as_image(arr), nw, nh), (h, w)
