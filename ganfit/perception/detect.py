@@ -136,18 +136,22 @@ def _check_pixels(pixels: np.ndarray) -> None:
 def _resized_uint8(pixels: np.ndarray, size: tuple[int, int], *, antialias: bool = True) -> np.ndarray:
     """Resize (H, W, 3) float/uint8 pixels to `size` = (width, height); returns uint8 (h, w, 3).
 
-    Large reductions first take every k-th pixel, so only that part of the image is converted from
-    float (converting a 12-megapixel float image costs more than detecting faces in it). With
-    `antialias` k is at most half the reduction, so Pillow's filter still averages >= 2 samples per
-    output pixel (for the landmark crop, where detail matters); without it k is the whole integer part
-    of the reduction and the rest (< 2x) is filtered (for face detection, whose 8 x 8-pixel gradient
-    histograms do not need the finest detail). The shift this introduces is below one output pixel.
+    Only the pixels needed are converted from float (converting a whole 12-megapixel float image
+    costs more than detecting faces in it). With `antialias` (for the landmark crop, where detail
+    matters) large reductions first take every k-th pixel with k at most half the reduction, so
+    Pillow's filter still averages >= 2 samples per output pixel; the shift this introduces is below
+    one output pixel. Without it (for face detection, whose 8 x 8-pixel gradient histograms do not
+    need the finest detail) a reduction of 2x or more takes the nearest pixel for each output pixel.
     """
     height, width = pixels.shape[:2]
     if (width, height) == size:
         return _as_uint8(pixels)
     ratio = min(width / size[0], height / size[1])
-    step = max(1, int(ratio // 2 if antialias else ratio))
+    if not antialias and ratio >= 2.0:
+        rows = np.minimum(((np.arange(size[1]) + 0.5) * (height / size[1])).astype(np.int64), height - 1)
+        cols = np.minimum(((np.arange(size[0]) + 0.5) * (width / size[0])).astype(np.int64), width - 1)
+        return _as_uint8(pixels[rows[:, None], cols[None, :]])
+    step = max(1, int(ratio // 2))
     small = _as_uint8(pixels[::step, ::step])
     return np.asarray(PILImage.fromarray(small).resize(size, PILImage.Resampling.BILINEAR))
 
