@@ -148,7 +148,7 @@ class PhotoTexture:
                 colors, visible = torch.as_tensor(c, dtype=torch.float32), torch.as_tensor(vis)
                 t = _add(timings, "colors", t)
                 if self.makes_texture:
-                    texture, texture_mask = self._texture(photo, p32, c32, zbuffer, timings)
+                    texture, texture_mask = self._texture(photo, p32, c32, normals_c[i].float(), zbuffer, timings)
             meshes.append(FaceMesh(
                 vertices=verts_c[i], vertices_camera=cam_c[i], projected=proj_c[i], triangles=tri.cpu(),
                 uv=uv, uv_triangles=uv_tri, colors=colors, visible=visible, texture=texture,
@@ -156,13 +156,14 @@ class PhotoTexture:
             ))
         return meshes, fitted.float().cpu()
 
-    def _texture(self, photo, projected: torch.Tensor, camera_vertices: torch.Tensor, zbuffer,
-                 timings: dict[str, float] | None) -> tuple[np.ndarray, np.ndarray]:
+    def _texture(self, photo, projected: torch.Tensor, camera_vertices: torch.Tensor, normals: torch.Tensor,
+                 zbuffer, timings: dict[str, float] | None) -> tuple[np.ndarray, np.ndarray]:
         """UV texture of one photo: unwrap into the model's UV layout, complete unseen texels by symmetry
         and Poisson fill. Returns (texture (S, S, 3) float32, mask (S, S) float32)."""
         start = t = time.perf_counter()
         layout = self.layout
-        raw = unwrap(photo, projected, camera_vertices, self.model.triangles, layout=layout, zbuffer=zbuffer)
+        raw = unwrap(photo, projected, camera_vertices, self.model.triangles, layout=layout, zbuffer=zbuffer,
+                     normals=normals)
         t = _add(timings, "texture_unwrap", t)
         texture, _ = complete(raw, layout.mirror, layout=layout)
         _add(timings, "texture_complete", t)

@@ -153,6 +153,7 @@ def unwrap(
     contour_margin: float = 0.015,
     layout: UVLayout | None = None,
     zbuffer: ScreenZBuffer | None = None,
+    normals=None,
 ) -> UVTexture:
     """Unwrap a photo into the UV layout of the mesh fitted to it.
 
@@ -174,6 +175,8 @@ def unwrap(
             in the photo, since the fitted outline is never exactly the face's; 0 turns that off.
         layout: the mesh's `uv_layout` at this resolution, if the caller keeps one (built here otherwise).
         zbuffer: the mesh's `screen_zbuffer` in this photo, if the caller has one (built here otherwise).
+        normals: (V, 3) the vertex normals of `vertices_camera` (`ganfit.model.geometry.vertex_normals`),
+            if the caller has them (computed here otherwise).
     Returns:
         `UVTexture` (texture, mask, coverage), numpy float32 / bool.
     """
@@ -214,7 +217,7 @@ def unwrap(
     # texels are not `ok`): camera-space point and normal, and the perspective-correct photo position
     # x = sum(b_i d_i x_i) / sum(b_i d_i) of a pinhole camera.
     verts0 = verts.where(finite_v[:, None], torch.zeros_like(verts))
-    normals = vertex_normals(verts0, tris)
+    normals = vertex_normals(verts0, tris) if normals is None else _as_tensor(normals)
     d_v = depth_v.where(ok_v, torch.ones_like(depth_v))
     per_vertex = torch.cat([verts0, normals, d_v[:, None] * proj.where(ok_v[:, None], torch.zeros_like(proj)), d_v[:, None]], 1)
     per_texel = torch.from_numpy(np.asarray(layout.interpolation @ per_vertex.numpy(), dtype=np.float32))
@@ -305,15 +308,18 @@ def _contour_distance(zbuffer: ScreenZBuffer, verts, tris, focal, depth_mm, cont
     return torch.from_numpy(dist).to(zbuf.dtype) / zscale
 
 
-def _photo_pixels_per_texel(xy: torch.Tensor, sel: torch.Tensor, layout: UVLayout) -> float:
+def _photo_pixels_per_texel(xy: torch.Tensor, sel: torch.Tensor, layout: UVLayout, max_pairs: int = 50_000) -> float:
     """Median distance in photo pixels between horizontally or vertically adjacent visible texels.
-    xy: (N, 2) photo position of every chart texel; sel: indices of the visible ones."""
+    xy: (N, 2) photo position of every chart texel; sel: indices of the visible ones. The median is
+    taken over an evenly spaced subset of at most about `max_pairs` neighbour pairs of each kind."""
     pos = xy.numpy()
     vis = np.zeros(pos.shape[0], bool)
     vis[sel.numpy()] = True
     right = layout.right_pairs[:, 0].numpy()  # right neighbours are consecutive in `texels`: (k, k + 1)
-    right = right[(vis[:-1] & vis[1:])[right]]
+    right = right[:: max(1, right.size // max_pairs)]
+    right = right[vis[right] & vis[right + 1]]
     down = layout.down_pairs.numpy()
+    down = down[:: max(1, len(down) // max_pairs)]
     down = down[vis[down[:, 0]] & vis[down[:, 1]]]
     d_right, d_down = pos[right + 1] - pos[right], pos[down[:, 1]] - pos[down[:, 0]]
     steps = np.sqrt(np.concatenate([(d_right * d_right).sum(1), (d_down * d_down).sum(1)]))
