@@ -183,3 +183,14 @@ def test_landmark_conventions_at_large_yaw(bfm, convention):
 def test_convention_3d_refuses_the_sliding_contour(tiny_model):
     with pytest.raises(ValueError, match="3d"):
         solve_landmarks(tiny_model, torch.rand(1, 68, 2) * 100 + 200, torch.full((1, 2), 512.0), convention="3d", contour="dynamic")
+
+
+def test_energy_does_not_depend_on_image_size(bfm):
+    """The same face photographed at 2x the resolution (landmarks and image size doubled) gets the same
+    shape: landmark errors are measured in face sizes, the focal prior in image sizes."""
+    syn = make_synthetic_faces(bfm, 3, torch.Generator().manual_seed(11), noise_px=2.0)
+    a = solve_landmarks(bfm, syn.landmarks, torch.full((3, 2), 512.0))
+    b = solve_landmarks(bfm, 2.0 * syn.landmarks + 0.5, torch.full((3, 2), 1024.0))  # pixel centres: x' = 2x + 0.5
+    assert torch.allclose(a.params.shape, b.params.shape, atol=2e-3)
+    assert torch.allclose(a.params.focal * 2.0, b.params.focal, rtol=1e-3)
+    assert a.params.shape.norm() > 0.5

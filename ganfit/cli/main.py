@@ -67,6 +67,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="2d: the jaw line follows the visible outline (dlib, 300-W); 3d: every landmark is a fixed "
                    "point of the face, also when hidden (AFLW2000-3D, 3D-FAN); auto (default): the detector's, "
                    "2d for --landmarks files")
+    p.add_argument("--landmark-table", choices=["auto", "model"], default=None,
+                   help="which model vertex each 2d landmark is: auto (default) uses the table calibrated on real "
+                   "photos for the model and dlib's points when one ships, model the model's own landmark vertices")
     p.add_argument("--landmark-sigma", type=float, default=None, metavar="S",
                    help="expected landmark error per coordinate as a fraction of the face size; smaller follows "
                    "the landmarks more closely, larger keeps the shape nearer the mean face (default: 0.02)")
@@ -90,7 +93,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     cfg = FitConfig.from_file(args.config) if args.config else FitConfig()
     changes: dict = {}
     for name in ("device", "seed", "model", "detector", "face_index", "optimizer", "contour", "texture_size",
-                 "landmark_convention", "landmark_sigma"):
+                 "landmark_convention", "landmark_sigma", "landmark_table"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value

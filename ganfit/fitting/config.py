@@ -67,6 +67,9 @@ class FitConfig:
     contour: jaw-line correspondence: "auto" (the convention's: dynamic for 2d, static for 3d),
         "dynamic" (jaw-line landmarks slide along the silhouette, Zhu et al. CVPR 2015), "static" (fixed
         vertices) or "off" (jaw line ignored).
+    landmark_table: which model vertex each landmark is. "auto": for 2d landmarks the table calibrated on
+        real photos for this model and dlib's points (`ganfit.model.landmark_table`), when one ships, else
+        the model's own landmark vertices; "model": always the model's own.
     landmark_sigma: standard deviation of the landmark error per coordinate, as a fraction of the face size
         (sqrt of the landmarks' bounding-box area): detector noise plus the difference between the
         detector's points and the model's landmark vertices. It sets how far the shape may follow the
@@ -92,6 +95,7 @@ class FitConfig:
     num_expression: int | None = None
     landmark_convention: Literal["auto", "2d", "3d"] = "auto"
     contour: Literal["auto", "dynamic", "static", "off"] = "auto"
+    landmark_table: Literal["auto", "model"] = "auto"
     landmark_sigma: float = 0.02
     jaw_weight: float = 0.5
     landmark_weights: tuple[float, ...] | None = None
@@ -118,6 +122,7 @@ class FitConfig:
         _check_choice("landmark_convention", self.landmark_convention, ("auto", "2d", "3d"))
         _check_choice("contour", self.contour, ("auto", "dynamic", "static", "off"))
         _check_choice("detector", self.detector, ("dlib", "fan", "fan3d"))
+        _check_choice("landmark_table", self.landmark_table, ("auto", "model"))
         if self.landmark_convention == "3d" and self.contour == "dynamic":
             raise ConfigError("contour dynamic slides the jaw along the outline, which 3d landmarks do not follow; "
                               "use contour auto, static or off with landmark_convention 3d")

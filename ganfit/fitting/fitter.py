@@ -44,6 +44,7 @@ class Fitter:
         self._model = model
         self._detector = detector
         self._stages: dict[str, LandmarkStage] = {}
+        self._table_names: dict[str, str] = {}
 
     @property
     def model(self) -> MorphableModel:
@@ -135,7 +136,8 @@ class Fitter:
             images=[img.pixels for img in loaded],
             detections=detections,
             landmark_vertices=stage_result.vertex_ids,
-            solver=[{"landmarks": {"stop_reason": r, "iterations": n, "convention": c}}
+            solver=[{"landmarks": {"stop_reason": r, "iterations": n, "convention": c,
+                                   "landmark_table": self._table_names[c]}}
                     for r, n, c in zip(stage_result.stop_reason, stage_result.iterations, conventions)],
             renders=renders,
             warnings=warnings,
@@ -149,14 +151,24 @@ class Fitter:
             return self.config.landmark_convention
         return "3d" if detection is not None and detection.backend == "fan3d" else "2d"
 
+    def _table(self, convention: str):
+        """The landmark-to-vertex table: under "auto" the calibrated one for 2d landmarks when this model
+        has one (`ganfit.model.landmark_table`), else the model's own vertices."""
+        from ..model.landmark_table import calibrated_table, model_table
+
+        table = calibrated_table(self.model) if self.config.landmark_table == "auto" and convention == "2d" else None
+        return table or model_table(self.model)
+
     def _stage(self, convention: str) -> LandmarkStage:
         """The landmark stage for a convention, built once per Fitter."""
         cfg = self.config
         if convention not in self._stages:
             contour = None if cfg.contour == "auto" else cfg.contour
+            table = self._table(convention)
             self._stages[convention] = LandmarkStage(
                 self.model, num_shape=cfg.num_shape, num_expression=cfg.num_expression, rotation=cfg.rotation,
-                convention=convention, contour=contour, device=self.device)
+                convention=convention, contour=contour, landmark_vertices=table.vertices, device=self.device)
+            self._table_names[convention] = table.name
         return self._stages[convention]
 
     def _landmark_stage(self, targets: torch.Tensor, sizes: torch.Tensor, weights: torch.Tensor,

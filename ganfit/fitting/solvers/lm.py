@@ -10,7 +10,8 @@ non-linear least squares problems", 2004, sec. 3.2):
 
 Stopping is decided per image, never over the batch, so an image's result does not depend on which other
 images share the call:
-- ``converged``: an *accepted* step lowered the energy by less than ``ftol`` of itself, or the gradient
+- ``converged``: an *accepted* step lowered the energy by less than ``ftol`` of itself or by less than
+  ``atol`` (absolute: for a negative log-likelihood, a change that no longer matters), or the gradient
   vanished (``gtol``). A rejected step never counts as convergence (it only raises the damping);
 - ``damping_bound``: the damping grew past ``damping_max`` (no step lowers the energy any more: the
   energy is at a minimum to machine precision, or it is not smooth there);
@@ -40,12 +41,13 @@ class LeastSquaresProblem(Protocol):
 
 @dataclass(frozen=True)
 class LMSettings:
-    """max_iterations: per image; ftol: relative energy decrease of an accepted step below which the image
-    has converged; gtol: max |J^T r| (over free unknowns) below which it has converged; damping_init:
-    initial lambda (relative to diag(J^T J)); damping_max: lambda above which the image stops."""
+    """max_iterations: per image; ftol / atol: relative / absolute energy decrease of an accepted step below
+    which the image has converged; gtol: max |J^T r| (over free unknowns) below which it has converged;
+    damping_init: initial lambda (relative to diag(J^T J)); damping_max: lambda above which the image stops."""
 
     max_iterations: int = 50
     ftol: float = 1e-9
+    atol: float = 0.0
     gtol: float = 1e-12
     damping_init: float = 1e-3
     damping_max: float = 1e8
@@ -123,7 +125,7 @@ def levenberg_marquardt(
         jtj_all[rows] = torch.where(ok[:, None, None], jtj1, jtj)
         grad_all[rows] = torch.where(ok[:, None], grad1, grad)
         flat = grad.abs().amax(-1) <= settings.gtol
-        converged = (ok & (gain <= settings.ftol)) | flat
+        converged = (ok & ((gain <= settings.ftol) | (e0 - e1 <= settings.atol))) | flat
         bound = lam[rows] > settings.damping_max
         accepted = torch.zeros(b, dtype=torch.bool, device=dev)
         accepted[rows] = ok
