@@ -244,14 +244,19 @@ def _pad_outside(tex: np.ndarray, coverage: np.ndarray, pad: int, background, la
     if not coverage.any():
         out[:] = 0.5 if background is None else np.asarray(background, dtype=np.float64)
         return out
-    bg = out[coverage].mean(0, dtype=np.float64) if background is None else np.broadcast_to(np.asarray(background, np.float64), (3,))
+    if background is None:
+        bg = np.einsum("hw,hwc->c", coverage, out, dtype=np.float64) / coverage.sum()
+    else:
+        bg = np.broadcast_to(np.asarray(background, np.float64), (3,))
     if layout is not None:
         dist, nearest = layout.outside_distance, layout.nearest_chart
     else:
         dist, (iy, ix) = ndimage.distance_transform_edt(~coverage, return_indices=True)
         nearest = iy * coverage.shape[1] + ix
-    near = ~coverage & (dist <= pad)
+    near = np.flatnonzero(dist > 0)  # outside the chart (dist is 0 on it)
+    far = near[dist.reshape(-1)[near] > pad]
+    near = near[dist.reshape(-1)[near] <= pad]
     flat = out.reshape(-1, out.shape[-1])
-    flat[near.reshape(-1)] = flat[nearest[near]]
-    out[~coverage & ~near] = bg
+    flat[near] = flat[nearest.reshape(-1)[near]]
+    flat[far] = bg
     return out
