@@ -167,27 +167,29 @@ def terms_from_residuals(r: torch.Tensor, posed: Posed, lay: Layout, p: Landmark
     return out
 
 
-def jacobian_from(x: torch.Tensor, posed: Posed, sb: torch.Tensor, eb: torch.Tensor, lay: Layout,
-                  p: LandmarkProblem) -> tuple[torch.Tensor, torch.Tensor]:
-    """Residuals and their analytic Jacobian (chain rule through projection, rigid motion and the bases)
-    at posed points whose shape and expression bases are sb (B, N, 3, Ks), eb (B, N, 3, Ke).
+def landmark_jacobian(x: torch.Tensor, posed: Posed, coef_basis: torch.Tensor, lay: Layout,
+                      p: LandmarkProblem) -> tuple[torch.Tensor, torch.Tensor]:
+    """Landmark residuals and their analytic Jacobian (chain rule through projection, rigid motion and the
+    bases) at posed points whose shape and expression bases are coef_basis (B, N, 3, Ks + Ke).
 
     Returns:
-        r (B, R) as `residual_vector`, J (B, R, P).
+        r (B, 2N), J (B, 2N, P): the landmark rows of `residual_vector` and of the full Jacobian.
     """
     b, n = posed.pts.shape[:2]
     cam, rot = posed.cam, posed.rot
     inv = 1.0 / (-cam[..., 2]).clamp_min(1e-6)
     f = posed.focal[:, None]
-    # d proj / d cam: (B, N, 2, 3)
+    # d proj / d cam (B, N, 2, 3), then through the rotation: d proj / d (model point) (B, N, 2, 3)
     dpc = torch.zeros(b, n, 2, 3, dtype=x.dtype, device=x.device)
     dpc[..., 0, 0] = f * inv
     dpc[..., 0, 2] = f * cam[..., 0] * inv * inv
     dpc[..., 1, 1] = -f * inv
     dpc[..., 1, 2] = -f * cam[..., 1] * inv * inv
-    # d cam / d unknowns (geometry): (B, N, 3, Ks + Ke + r + 3)
-    d_coef = torch.einsum("bij,bnjk->bnik", rot, torch.cat([sb, eb], dim=-1))
-    d_rot = torch.einsum("bijr,bnj->bnir", _rotation_jacobian(x[:, lay.rot], rot), posed.pts)
+    k = lay.ks + lay.ke
+    jac = torch.empty(b, n, 2, lay.size, dtype=x.dtype, device=x.device)
+    jac[..., :k] = (dpc @ rot[:, None]) @ coef_basis
+    d_rot = torch.einsum("bijr,bnj->bnir", _rotation_jacobian(x[:, lay.rot], rot), posed.pts)  # (B, N, 3, r)
+    jac[..., lay.rot] = dpc @ d_rot
     tr = x[:, lay.trans]
     dep = torch.exp(tr[:, 2])
     zero = torch.zeros_like(dep)
@@ -196,13 +198,49 @@ def jacobian_from(x: torch.Tensor, posed: Posed, sb: torch.Tensor, eb: torch.Ten
          torch.stack([tr[:, 0] * dep, tr[:, 1] * dep, -dep], -1)],
         dim=-1,
     )  # (B, 3, 3): columns d t / d (alpha, beta, log d)
-    d_cam = torch.cat([d_coef, d_rot, dt[:, None].expand(b, n, 3, 3)], dim=-1)
-    d_proj = torch.cat([dpc @ d_cam, (posed.proj - p.principal[:, None, :])[..., None]], dim=-1)  # (B, N, 2, P)
+    jac[..., lay.trans] = dpc @ dt[:, None]
+    jac[..., lay.focal] = posed.proj - p.principal[:, None, :]  # f = f0 exp(phi)
     w = p.weights if p.weights.ndim == 2 else p.weights[None].expand(b, -1)
-    norm = w.sqrt() / _landmark_scale(p)[:, None]  # (B, N)
-    rs = [((posed.proj - p.targets) * norm[..., None]).flatten(1), *_prior_residuals(x, posed, lay, p)]
-    js = [(d_proj * norm[..., None, None]).flatten(1, 2), prior_jacobian(lay, p.energy, x.dtype, x.device).expand(b, -1, -1)]
-    return torch.cat(rs, -1), torch.cat(js, 1)
+    norm = (w.sqrt() / _landmark_scale(p)[:, None])[..., None]  # (B, N, 1)
+    r = ((posed.proj - p.targets) * norm).flatten(1)
+    return r, (jac * norm[..., None]).flatten(1, 2)
+
+
+def prior_scales(lay: Layout, e: EnergyWeights, dtype, device) -> torch.Tensor:
+    """(P,) d with prior residuals d * x (0 for the pose unknowns, which have no prior)."""
+    d = torch.zeros(lay.size, dtype=dtype, device=device)
+    d[lay.shape] = math.sqrt(e.w_shape)
+    d[lay.expr] = math.sqrt(e.w_expr)
+    if e.focal_log_sigma > 0:
+        d[lay.focal] = math.sqrt(e.w_focal) / e.focal_log_sigma
+    return d
+
+
+def normal_equations(x: torch.Tensor, posed: Posed, coef_basis: torch.Tensor, lay: Layout, p: LandmarkProblem,
+                     free: torch.Tensor):
+    """Gauss-Newton normal equations over the `free` (P,) unknowns without forming the prior rows (their
+    Jacobian is diagonal): energy (B,), J^T J (B, F, F), J^T r (B, F)."""
+    r, jac = landmark_jacobian(x, posed, coef_basis, lay, p)
+    jf = jac[:, :, free]
+    d = prior_scales(lay, p.energy, x.dtype, x.device)
+    prior_r = d * x
+    jtj = jf.transpose(1, 2) @ jf
+    jtj = jtj + torch.diag_embed((d * d)[free].expand(x.shape[0], -1))
+    grad = (jf.transpose(1, 2) @ r[..., None])[..., 0] + (d * prior_r)[:, free]
+    energy = 0.5 * (r.pow(2).sum(-1) + prior_r.pow(2).sum(-1))
+    return energy, jtj, grad
+
+
+def jacobian_from(x: torch.Tensor, posed: Posed, sb: torch.Tensor, eb: torch.Tensor, lay: Layout,
+                  p: LandmarkProblem) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residuals and their full analytic Jacobian at posed points with bases sb (B, N, 3, Ks), eb (B, N, 3, Ke).
+
+    Returns:
+        r (B, R) as `residual_vector`, J (B, R, P).
+    """
+    r_lm, j_lm = landmark_jacobian(x, posed, torch.cat([sb, eb], dim=-1), lay, p)
+    r = torch.cat([r_lm, *_prior_residuals(x, posed, lay, p)], -1)
+    return r, torch.cat([j_lm, prior_jacobian(lay, p.energy, x.dtype, x.device).expand(x.shape[0], -1, -1)], 1)
 
 
 def prior_jacobian(lay: Layout, e: EnergyWeights, dtype, device) -> torch.Tensor:

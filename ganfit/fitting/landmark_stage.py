@@ -26,7 +26,8 @@ from ..model.morphable import MorphableModel
 from ..render.camera import matrix_to_axis_angle, matrix_to_rotation_6d, project_points
 from .contour import build_contour_candidates, select_contour
 from .landmark_energy import (
-    EnergyWeights, LandmarkProblem, Layout, Posed, decode, jacobian_from, residual_vector, terms_from_residuals,
+    EnergyWeights, LandmarkProblem, Layout, Posed, decode, jacobian_from, normal_equations, residual_vector,
+    terms_from_residuals,
     weak_perspective_pose,
 )
 from .losses import face_size
@@ -119,6 +120,7 @@ class _Basis:
         expr = torch.as_tensor(model.expression_basis[vertex_ids, :, :ke] * model.expression_std[:ke], device=device, dtype=dt)
         self.ks = ks
         self.packed = torch.cat([mean[..., None], shape, expr], dim=-1)
+        self.coef_packed = torch.cat([shape, expr], dim=-1)  # (N, 3, Ks + Ke)
         n = len(vertex_ids)
         self.mean_flat = mean.reshape(1, n * 3)  # (1, 3N)
         self.coef_flat_t = torch.cat([shape, expr], dim=-1).reshape(n * 3, ks + ke).T.contiguous()  # (Ks + Ke, 3N)
@@ -131,6 +133,10 @@ class _Basis:
         """(...) local ids -> mean (..., 3), shape basis (..., 3, Ks), expression basis (..., 3, Ke)."""
         g = self.packed[local]
         return g[..., 0], g[..., 1 : 1 + self.ks], g[..., 1 + self.ks :]
+
+    def coefficient_basis(self, local: torch.Tensor) -> torch.Tensor:
+        """(...) local ids -> (..., 3, Ks + Ke) shape and expression bases."""
+        return self.coef_packed[local]
 
 
 class LandmarkStage:
@@ -315,6 +321,13 @@ class _LMProblem:
         r, jac, _, posed = self.stage.evaluate(x, p, with_jacobian=True)
         self.trial = (rows, terms_from_residuals(r, posed, self.stage.layout, p))
         return r, jac
+
+    def normal_equations(self, x, rows, free):
+        """As `linearize`, but straight to J^T J and J^T r (the prior rows are diagonal and never formed)."""
+        p = self.p.rows(rows)
+        r, _, ids, posed = self.stage.evaluate(x, p)
+        self.trial = (rows, terms_from_residuals(r, posed, self.stage.layout, p))
+        return normal_equations(x, posed, self.stage.basis.coefficient_basis(ids), self.stage.layout, p, free)
 
 
 class _Recorder:

@@ -35,7 +35,8 @@ class LeastSquaresProblem(Protocol):
 
     def linearize(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Residuals r (b, R) and Jacobian J (b, R, P) at unknowns x (b, P) of images `rows` (b,); the
-        energy is 0.5 ||r||^2."""
+        energy is 0.5 ||r||^2. A problem may instead (or also) define ``normal_equations(x, rows, free)``
+        returning energy (b,), J^T J (b, F, F) and J^T r (b, F) over the `free` (P,) unknowns."""
         ...
 
 
@@ -94,6 +95,8 @@ def levenberg_marquardt(
     iters = [0] * b
     accepted_steps = [0] * b
     def normal_equations(x_, rows_):
+        if hasattr(problem, "normal_equations"):  # a problem that exploits its structure
+            return problem.normal_equations(x_, rows_, free)
         r, jac = problem.linearize(x_, rows_)
         jac = jac[:, :, free]
         return 0.5 * r.pow(2).sum(-1), jac.transpose(1, 2) @ jac, (jac.transpose(1, 2) @ r[..., None])[..., 0]
