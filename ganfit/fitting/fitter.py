@@ -26,8 +26,8 @@ from .result import FaceMesh, FitResult
 log = logging.getLogger(__name__)
 
 #: Normalised landmark error (`landmark_nme`) above which a fit is reported as poor. On the 150 photos of
-#: ../shared/faces/dev with dlib's landmarks the landmark stage reached a median of 0.023 and at most 0.049
-#: (`benchmarks/landmark_dev.py`).
+#: ../shared/faces/dev with dlib's landmarks the landmark stage reaches a median of 0.014 and at most 0.022
+#: (`benchmarks/landmark_dev.py`, 2026-12-03); random points in a face-sized square give ~0.4.
 POOR_FIT_NME = 0.08
 
 
@@ -45,6 +45,8 @@ class Fitter:
         self._detector = detector
         self._stages: dict[str, LandmarkStage] = {}
         self._table_names: dict[str, str] = {}
+        self._photo_texture = None
+        self._model_summary: dict | None = None
 
     @property
     def model(self) -> MorphableModel:
@@ -130,7 +132,7 @@ class Fitter:
             landmarks_fitted=fitted,
             history=stage_result.history,
             timings=timings,
-            model_info={k: v for k, v in model.summary().items() if k in ("name", "sha256", "vertices", "triangles", "shape_components", "expression_components")},
+            model_info=self._model_info(),
             config=cfg.to_dict(),
             sources=[img.path for img in loaded],
             images=[img.pixels for img in loaded],
@@ -150,6 +152,14 @@ class Fitter:
         if self.config.landmark_convention != "auto":
             return self.config.landmark_convention
         return "3d" if detection is not None and detection.backend == "fan3d" else "2d"
+
+    def _model_info(self) -> dict:
+        """Name, checksum and sizes of the face model for face.json (the checksum hashes every array:
+        computed once per Fitter)."""
+        if self._model_summary is None:
+            keep = ("name", "sha256", "vertices", "triangles", "shape_components", "expression_components")
+            self._model_summary = {k: v for k, v in self.model.summary().items() if k in keep}
+        return dict(self._model_summary)
 
     def _table(self, convention: str):
         """The landmark-to-vertex table: under "auto" the calibrated one for 2d landmarks when this model
@@ -265,7 +275,7 @@ class Fitter:
         mirror maps and rasterizer, so no photo repeats that work)."""
         from .photo_texture import PhotoTexture
 
-        pt = getattr(self, "_photo_texture", None)
+        pt = self._photo_texture
         if pt is None or pt.model is not model or pt.texture_size != self.config.texture_size:
             pt = self._photo_texture = PhotoTexture(model, texture_size=self.config.texture_size, device=self.device)
         return pt
