@@ -62,7 +62,9 @@ class LandmarkProblem:
     energy: EnergyWeights
 
     def rows(self, rows: torch.Tensor) -> "LandmarkProblem":
-        """The same problem restricted to images `rows` (b,)."""
+        """The same problem restricted to images `rows` (b,) (ascending, as a solver's running images)."""
+        if rows.numel() == self.targets.shape[0]:
+            return self
         w = self.weights[rows] if self.weights.ndim == 2 else self.weights
         return LandmarkProblem(self.targets[rows], self.principal[rows], self.focal0[rows], self.scale[rows], w, self.energy)
 
@@ -155,14 +157,13 @@ def terms_from_residuals(r: torch.Tensor, posed: Posed, lay: Layout, p: Landmark
     shape_prior, expression_prior, focal_prior, total, and reprojection_px (mean landmark distance in
     pixels, unweighted; not part of the energy)."""
     n2 = p.targets.shape[1] * 2
-    sq = r.pow(2)
-    out = {
-        "landmark": 0.5 * sq[:, :n2].sum(-1),
-        "shape_prior": 0.5 * sq[:, n2 : n2 + lay.ks].sum(-1),
-        "expression_prior": 0.5 * sq[:, n2 + lay.ks : n2 + lay.ks + lay.ke].sum(-1),
-        "focal_prior": 0.5 * sq[:, n2 + lay.ks + lay.ke :].sum(-1),
-    }
-    out["total"] = 0.5 * sq.sum(-1)
+    bounds = (0, n2, n2 + lay.ks, n2 + lay.ks + lay.ke, r.shape[1])
+    group = torch.zeros(r.shape[1], 4, dtype=r.dtype, device=r.device)  # residual -> term indicator
+    for k in range(4):
+        group[bounds[k] : bounds[k + 1], k] = 0.5
+    terms = (r * r) @ group  # (B, 4)
+    out = dict(zip(("landmark", "shape_prior", "expression_prior", "focal_prior"), terms.unbind(-1)))
+    out["total"] = terms.sum(-1)
     out["reprojection_px"] = reprojection_error(posed.proj, p.targets)
     return out
 
@@ -180,30 +181,49 @@ def landmark_jacobian(x: torch.Tensor, posed: Posed, coef_basis: torch.Tensor, l
     inv = 1.0 / (-cam[..., 2]).clamp_min(1e-6)
     f = posed.focal[:, None]
     # d proj / d cam (B, N, 2, 3), then through the rotation: d proj / d (model point) (B, N, 2, 3)
-    dpc = torch.zeros(b, n, 2, 3, dtype=x.dtype, device=x.device)
-    dpc[..., 0, 0] = f * inv
-    dpc[..., 0, 2] = f * cam[..., 0] * inv * inv
-    dpc[..., 1, 1] = -f * inv
-    dpc[..., 1, 2] = -f * cam[..., 1] * inv * inv
+    fi = f * inv
+    zero = torch.zeros_like(fi)
+    dpc = torch.stack([fi, zero, fi * cam[..., 0] * inv, zero, -fi, -fi * cam[..., 1] * inv], -1).view(b, n, 2, 3)
     k = lay.ks + lay.ke
     jac = torch.empty(b, n, 2, lay.size, dtype=x.dtype, device=x.device)
     jac[..., :k] = (dpc @ rot[:, None]) @ coef_basis
-    d_rot = torch.einsum("bijr,bnj->bnir", _rotation_jacobian(x[:, lay.rot], rot), posed.pts)  # (B, N, 3, r)
-    jac[..., lay.rot] = dpc @ d_rot
+    if lay.rot_dim == 3:  # d(R X)/dv = -[R X]x J_l(v), J_l the left Jacobian of SO(3)
+        rx = posed.pts @ rot.transpose(-1, -2)
+        jac[..., lay.rot] = -(dpc @ _skew(rx)) @ _left_jacobian(x[:, lay.rot])[:, None]
+    else:
+        d_rot = torch.einsum("bijr,bnj->bnir", _rotation_jacobian(x[:, lay.rot], rot), posed.pts)  # (B, N, 3, r)
+        jac[..., lay.rot] = dpc @ d_rot
     tr = x[:, lay.trans]
     dep = torch.exp(tr[:, 2])
-    zero = torch.zeros_like(dep)
-    dt = torch.stack(
-        [torch.stack([dep, zero, zero], -1), torch.stack([zero, dep, zero], -1),
-         torch.stack([tr[:, 0] * dep, tr[:, 1] * dep, -dep], -1)],
-        dim=-1,
-    )  # (B, 3, 3): columns d t / d (alpha, beta, log d)
-    jac[..., lay.trans] = dpc @ dt[:, None]
+    z = torch.zeros_like(dep)
+    dt = torch.stack([dep, z, tr[:, 0] * dep, z, dep, tr[:, 1] * dep, z, z, -dep], -1).view(b, 3, 3)
+    jac[..., lay.trans] = dpc @ dt[:, None]  # dt: columns d t / d (alpha, beta, log d)
     jac[..., lay.focal] = posed.proj - p.principal[:, None, :]  # f = f0 exp(phi)
     w = p.weights if p.weights.ndim == 2 else p.weights[None].expand(b, -1)
     norm = (w.sqrt() / _landmark_scale(p)[:, None])[..., None]  # (B, N, 1)
     r = ((posed.proj - p.targets) * norm).flatten(1)
     return r, (jac * norm[..., None]).flatten(1, 2)
+
+
+def _skew(v: torch.Tensor) -> torch.Tensor:
+    """(..., 3) -> (..., 3, 3) cross-product matrices [v]x."""
+    x, y, z = v.unbind(-1)
+    o = torch.zeros_like(x)
+    return torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).view(*v.shape, 3)
+
+
+def _left_jacobian(v: torch.Tensor) -> torch.Tensor:
+    """(B, 3) axis-angle -> (B, 3, 3) left Jacobian of SO(3), I + (1 - cos t)/t^2 [v]x + (t - sin t)/t^3 [v]x^2,
+    so that exp([v + d]x) = exp([J_l(v) d]x) exp([v]x) to first order (Barfoot, "State Estimation for
+    Robotics", 2017, eq. 7.77)."""
+    t2 = (v * v).sum(-1)[:, None, None]
+    small = t2 < 1e-8
+    t2s = torch.where(small, torch.ones_like(t2), t2)
+    t = t2s.sqrt()
+    a = torch.where(small, 0.5 - t2 / 24.0, (1.0 - torch.cos(t)) / t2s)
+    c = torch.where(small, 1.0 / 6.0 - t2 / 120.0, (t - torch.sin(t)) / (t2s * t))
+    k = _skew(v)
+    return torch.eye(3, dtype=v.dtype, device=v.device) + a * k + c * (k @ k)
 
 
 def prior_scales(lay: Layout, e: EnergyWeights, dtype, device) -> torch.Tensor:
@@ -217,12 +237,13 @@ def prior_scales(lay: Layout, e: EnergyWeights, dtype, device) -> torch.Tensor:
 
 
 def normal_equations(x: torch.Tensor, posed: Posed, coef_basis: torch.Tensor, lay: Layout, p: LandmarkProblem,
-                     free: torch.Tensor):
+                     free: torch.Tensor, scales: torch.Tensor | None = None):
     """Gauss-Newton normal equations over the `free` (P,) unknowns without forming the prior rows (their
-    Jacobian is diagonal): energy (B,), J^T J (B, F, F), J^T r (B, F)."""
+    Jacobian is diagonal; `scales`: `prior_scales`, when the caller keeps them): energy (B,),
+    J^T J (B, F, F), J^T r (B, F)."""
     r, jac = landmark_jacobian(x, posed, coef_basis, lay, p)
     jf = jac[:, :, free]
-    d = prior_scales(lay, p.energy, x.dtype, x.device)
+    d = prior_scales(lay, p.energy, x.dtype, x.device) if scales is None else scales
     prior_r = d * x
     jtj = jf.transpose(1, 2) @ jf
     jtj = jtj + torch.diag_embed((d * d)[free].expand(x.shape[0], -1))

@@ -26,8 +26,8 @@ from ..model.morphable import MorphableModel
 from ..render.camera import matrix_to_axis_angle, matrix_to_rotation_6d, project_points
 from .contour import build_contour_candidates, select_contour
 from .landmark_energy import (
-    EnergyWeights, LandmarkProblem, Layout, Posed, decode, jacobian_from, normal_equations, residual_vector,
-    terms_from_residuals,
+    EnergyWeights, LandmarkProblem, Layout, Posed, decode, jacobian_from, normal_equations, prior_scales,
+    residual_vector, terms_from_residuals,
     weak_perspective_pose,
 )
 from .losses import face_size
@@ -315,6 +315,7 @@ class _LMProblem:
     def __init__(self, stage: LandmarkStage, p: LandmarkProblem) -> None:
         self.stage, self.p = stage, p
         self.trial: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
+        self.scales = prior_scales(stage.layout, p.energy, p.targets.dtype, p.targets.device)
 
     def linearize(self, x, rows):
         p = self.p.rows(rows)
@@ -327,7 +328,7 @@ class _LMProblem:
         p = self.p.rows(rows)
         r, _, ids, posed = self.stage.evaluate(x, p)
         self.trial = (rows, terms_from_residuals(r, posed, self.stage.layout, p))
-        return normal_equations(x, posed, self.stage.basis.coefficient_basis(ids), self.stage.layout, p, free)
+        return normal_equations(x, posed, self.stage.basis.coefficient_basis(ids), self.stage.layout, p, free, self.scales)
 
 
 class _Recorder:
