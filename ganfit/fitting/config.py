@@ -44,7 +44,7 @@ class StageConfig:
 
     name: str = "landmarks"
     iterations: int = 50
-    rigid_iterations: int = 4
+    rigid_iterations: int = 2
     tolerance: float = 1e-6
 
 

@@ -195,7 +195,7 @@ class Fitter:
         def progress(it: int, entry: dict) -> None:
             if it:
                 bar.update()
-                bar.set_postfix(px=f"{np.mean(entry['reprojection_px']):.2f}")
+                bar.set_postfix(px=f"{float(entry['reprojection_px'].mean()):.2f}")
 
         parts = []
         for convention, idx in groups.items():

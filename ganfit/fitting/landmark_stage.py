@@ -240,7 +240,7 @@ class LandmarkStage:
 
     def solve(self, targets: torch.Tensor, image_sizes: torch.Tensor, *, weights: torch.Tensor | None = None,
               energy: EnergyWeights = EnergyWeights(), focal_ratio: float = 1.6, iterations: int = 50,
-              rigid_iterations: int = 4, ftol: float = 1e-6, optimizer: str = "lm", adam_lr: float = 0.02,
+              rigid_iterations: int = 2, ftol: float = 1e-6, optimizer: str = "lm", adam_lr: float = 0.02,
               adam_iterations: int = 400, progress: Callable[[int, dict], None] | None = None) -> LandmarkStageResult:
         """Fit B images to their landmarks.
 
@@ -252,7 +252,8 @@ class LandmarkStage:
             iterations / rigid_iterations: the most LM iterations of the full and of the rigid phase
                 (each image stops earlier by its own criterion, see `solvers.lm`); ftol: relative decrease
                 below which an accepted step ends the solve.
-            progress: called after every iteration with (iteration, history entry).
+            progress: called after every iteration with (iteration, {term: (B,) tensor}) (the energy terms and
+                reprojection_px; the full history, with the solver's state, is in the result).
         On the CPU the solve runs on one thread (see `_one_thread`).
         """
         with _one_thread(self.device):
@@ -292,7 +293,7 @@ class LandmarkStage:
         params = FitParams(shape=shape.float(), expression=expr.float(), rotation=x[:, lay.rot].float(),
                            translation=t.float(), focal=focal.float(), principal=p.principal.float())
         ids = self.basis.ids[self.correspondence(x, p)]
-        return LandmarkStageResult(params=params, vertex_ids=ids, history=recorder.history, stop_reason=reasons, iterations=iters)
+        return LandmarkStageResult(params=params, vertex_ids=ids, history=recorder.history(), stop_reason=reasons, iterations=iters)
 
     def _adam(self, x, p: LandmarkProblem, its: int, lr: float, record) -> torch.Tensor:
         """First-order baseline: Adam on the same energy (correspondence refreshed every iteration)."""
@@ -314,51 +315,62 @@ class _LMProblem:
 
     def __init__(self, stage: LandmarkStage, p: LandmarkProblem) -> None:
         self.stage, self.p = stage, p
-        self.trial: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
+        self.trial: tuple[torch.Tensor, torch.Tensor] | None = None
         self.scales = prior_scales(stage.layout, p.energy, p.targets.dtype, p.targets.device)
 
     def linearize(self, x, rows):
         p = self.p.rows(rows)
         r, jac, _, posed = self.stage.evaluate(x, p, with_jacobian=True)
-        self.trial = (rows, terms_from_residuals(r, posed, self.stage.layout, p))
+        self.trial = (rows, _stacked_terms(r, posed, self.stage.layout, p))
         return r, jac
 
     def normal_equations(self, x, rows, free):
         """As `linearize`, but straight to J^T J and J^T r (the prior rows are diagonal and never formed)."""
         p = self.p.rows(rows)
         r, _, ids, posed = self.stage.evaluate(x, p)
-        self.trial = (rows, terms_from_residuals(r, posed, self.stage.layout, p))
+        self.trial = (rows, _stacked_terms(r, posed, self.stage.layout, p))
         return normal_equations(x, posed, self.stage.basis.coefficient_basis(ids), self.stage.layout, p, free, self.scales)
 
 
+TERMS = ("landmark", "shape_prior", "expression_prior", "focal_prior", "total", "reprojection_px")
+
+
+def _stacked_terms(r, posed, lay, p) -> torch.Tensor:
+    """(b, len(TERMS)) history terms of residuals r."""
+    terms = terms_from_residuals(r, posed, lay, p)
+    return torch.stack([terms[k] for k in TERMS], -1)
+
+
 class _Recorder:
-    """Appends one history entry per iteration (energy terms of every image, and the solver's state)."""
+    """One history entry per iteration: the energy terms of every image and the solver's state, kept as
+    tensors and turned into lists once, at the end (`history`)."""
 
     def __init__(self, stage: LandmarkStage, p: LandmarkProblem, progress) -> None:
         self.stage, self.p, self.progress = stage, p, progress
-        self.history: list[dict[str, list[float]]] = []
-        self.last: dict[str, torch.Tensor] | None = None
+        self.rows: list[torch.Tensor] = []
+        self.last: torch.Tensor | None = None  # (B, len(TERMS))
         self.problem: _LMProblem | None = None
 
     def __call__(self, x: torch.Tensor, info: dict[str, torch.Tensor] | None) -> None:
-        b = x.shape[0]
         trial = self.problem.trial if self.problem is not None else None
         if self.last is None or info is None or trial is None:
             r, _, _, posed = self.stage.evaluate(x, self.p)
-            self.last = terms_from_residuals(r, posed, self.stage.layout, self.p)
+            self.last = _stacked_terms(r, posed, self.stage.layout, self.p)
         else:  # the terms at the accepted trial steps; the others are unchanged
             rows, terms = trial
             ok = info["accepted"][rows] > 0
-            for k, v in terms.items():
-                self.last[k] = self.last[k].clone()
-                self.last[k][rows[ok]] = v[ok]
-        entry = {k: v.detach().cpu().tolist() for k, v in self.last.items()}
-        zeros = [0.0] * b
-        entry["accepted"] = info["accepted"].tolist() if info is not None else zeros
-        entry["damping"] = info["damping"].tolist() if info is not None else zeros
-        self.history.append(entry)
+            self.last = self.last.clone()
+            self.last[rows] = torch.where(ok[:, None], terms, self.last[rows])
+        zeros = torch.zeros_like(self.last[:, :1])
+        state = torch.cat([info["accepted"][:, None], info["damping"][:, None]], -1) if info is not None else zeros.expand(-1, 2)
+        self.rows.append(torch.cat([self.last, state], -1))
         if self.progress is not None:
-            self.progress(len(self.history) - 1, entry)
+            self.progress(len(self.rows) - 1, dict(zip(TERMS, self.last.detach().cpu().unbind(-1))))
+
+    def history(self) -> list[dict[str, list[float]]]:
+        names = (*TERMS, "accepted", "damping")
+        table = torch.stack(self.rows).detach().cpu().transpose(1, 2).tolist()  # (T, names, B)
+        return [dict(zip(names, entry)) for entry in table]
 
 
 def solve_landmarks(model: MorphableModel, targets: torch.Tensor, image_sizes: torch.Tensor, *,
