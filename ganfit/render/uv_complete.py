@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .uv_fill import CoarseSpace, coarse_space, fill_crop, put_rows, take_rows
 from .uv_layout import UVLayout, UVTexture, nested_dissection_rank
 
 __all__ = ["complete", "SEEN", "MIRRORED", "INPAINTED", "OUTSIDE"]
@@ -41,19 +42,33 @@ def _sample_texels(values: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 def _feathered(mask: np.ndarray, coverage: np.ndarray, feather: float) -> np.ndarray:
     """`mask` times a ramp from 0 at the chart texels it does not see to 1 `feather` texels away."""
-    from scipy import ndimage
-
     unseen = coverage & (mask <= 0)
     if feather <= 0 or not unseen.any():
         return mask.copy()
-    # The mask is 0 off the chart, so the distances are needed on the chart's bounding box only (and
-    # every unseen texel lies in it).
-    rows, cols = np.flatnonzero(coverage.any(1)), np.flatnonzero(coverage.any(0))
-    box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    out = np.zeros_like(mask, dtype=np.float32)
-    dist = ndimage.distance_transform_edt(~unseen[box])
-    out[box] = mask[box] * np.clip(dist / feather - 0.5 / feather, 0.0, 1.0)
-    return out
+    # The ramp is 1 from feather + 1/2 texels away: distances are needed up to there only.
+    dist = _distance_within(unseen, int(np.ceil(feather + 0.5)))
+    ramp = np.clip(dist / feather - 0.5 / feather, 0.0, 1.0)
+    return (mask * ramp).astype(np.float32)
+
+
+def _distance_within(seeds: np.ndarray, radius: int) -> np.ndarray:
+    """(H, W) float64 Euclidean distance from each texel to the nearest of `seeds` (H, W) bool where
+    that is below `radius`, else `radius`: the exact distance transform (as
+    `scipy.ndimage.distance_transform_edt` of ``~seeds``) cut off at `radius`, computed as the minimum
+    over rows ``dy`` within the radius of ``dy^2 + (distance along row y + dy)^2``."""
+    h, w = seeds.shape
+    far = np.int32(radius)
+    col = np.arange(w, dtype=np.int32)
+    left = np.maximum.accumulate(np.where(seeds, col, np.int32(-(1 << 20))), axis=1)
+    right = np.minimum.accumulate(np.where(seeds, col, np.int32(1 << 20))[:, ::-1], axis=1)[:, ::-1]
+    along = np.minimum(np.minimum(col - left, right - col), far)
+    along *= along
+    d2 = along.copy()
+    for dy in range(1, radius):
+        step = np.int32(dy * dy)
+        np.minimum(d2[dy:], along[:-dy] + step, out=d2[dy:])
+        np.minimum(d2[:-dy], along[dy:] + step, out=d2[:-dy])
+    return np.sqrt(np.minimum(d2, far * far), dtype=np.float64)
 
 
 def _floating(unknown: np.ndarray, known: np.ndarray) -> np.ndarray:
@@ -148,6 +163,7 @@ def complete(
     *,
     feather: float | None = None,
     method: str = "poisson",
+    solver: str = "fast",
     known_weight: float = 0.5,
     pad: int = 8,
     background=None,
@@ -164,6 +180,10 @@ def complete(
        the seen colours without a seam even when the two sides are lit differently.
        ``method="blend"``: the mirrored colour itself is blended in (``m * seen + (1 - m) *
        mirrored``), and only what neither side shows is filled by a Laplace equation.
+       ``solver="fast"`` (default) solves the equations in a reduced subspace (`uv_fill`: one unknown
+       per texel near the seen texels, a bilinear grid 4 texels apart elsewhere; ~4x faster at 768 x
+       768, filled colours within ~0.01 of the exact solution at the 99th percentile);
+       ``solver="exact"`` solves them texel by texel (`_poisson_fill`).
     3. The result is ``m * seen + (1 - m) * filled``.
     4. Outside the chart the nearest chart colour is extended `pad` texels (edge padding); beyond,
        `background` (default: the mean chart colour).
@@ -172,8 +192,8 @@ def complete(
         uv: from `unwrap`.
         mirror_uv: (H_uv, W_uv, 2) texel -> mirror texel coordinates (`mirror_uv_map`, or
             `UVLayout.mirror`), NaN for none; None: no symmetry.
-        layout: the `UVLayout` `uv` was unwrapped with, if any: its padding map and elimination order
-            are reused (the result is the same as without it).
+        layout: the `UVLayout` `uv` was unwrapped with, if any: its padding map, mirror sampler,
+            elimination order and coarse grid are reused (the result is the same as without it).
     Returns:
         texture: (H_uv, W_uv, 3) float32 in [0, 1], no NaN.
         filled_from: (H_uv, W_uv) uint8, where each texel's colour mostly came from: `SEEN` (0, the
@@ -181,82 +201,107 @@ def complete(
     """
     if method not in ("poisson", "blend"):
         raise ValueError(f"method must be 'poisson' or 'blend', got {method!r}")
-    tex = np.nan_to_num(np.asarray(uv.texture, dtype=np.float32))
-    mask = np.nan_to_num(np.clip(np.asarray(uv.mask, dtype=np.float32), 0.0, 1.0))
+    if solver not in ("fast", "exact"):
+        raise ValueError(f"solver must be 'fast' or 'exact', got {solver!r}")
+    tex_in = np.asarray(uv.texture, dtype=np.float32)
+    mask_in = np.asarray(uv.mask, dtype=np.float32)
     coverage = np.asarray(uv.coverage, dtype=bool)
-    h, w = mask.shape
-    if tex.shape != (h, w, 3) or coverage.shape != (h, w):
-        raise ValueError(f"texture {tex.shape}, mask {mask.shape} and coverage {coverage.shape} disagree")
+    h, w = mask_in.shape
+    if tex_in.shape != (h, w, 3) or coverage.shape != (h, w):
+        raise ValueError(f"texture {tex_in.shape}, mask {mask_in.shape} and coverage {coverage.shape} disagree")
     if layout is not None and not (layout.coverage is uv.coverage or np.array_equal(layout.coverage, coverage)):
         raise ValueError("layout does not match the unwrapped texture's chart (another model or resolution?)")
-    mask = np.where(coverage, mask, 0.0).astype(np.float32)
+    if mirror_uv is not None and np.shape(mirror_uv) != (h, w, 2):
+        raise ValueError(f"mirror_uv must be (H_uv={h}, W_uv={w}, 2), got {np.shape(mirror_uv)}")
     if feather is None:
         feather = max(2.0, 0.01 * max(h, w))
-    m = _feathered(mask, coverage, float(feather))
+
+    # Everything per texel works on the chart's crop (`CoarseSpace`, a box with sides a multiple of
+    # its node spacing), as (Y, X, ...) arrays.
+    space = layout.coarse if layout is not None and layout.coarse is not None else coarse_space(coverage)
+    cov = space.domain
+    tex = space.crop(tex_in)
+    if not np.isfinite(tex).all():
+        tex = np.nan_to_num(tex)
+    mask = np.nan_to_num(np.clip(space.crop(mask_in), 0.0, 1.0)) * cov
+    m = _feathered(mask, cov, float(feather))
 
     # Mirror: weighted bilinear sampling of the seen texture at the mirror texels.
-    m_mir = np.zeros((h, w), np.float32)
-    t_mir = np.zeros((h, w, 3), np.float32)
+    yc, xc = cov.shape
+    m_mir = np.zeros((yc, xc), np.float32)
+    t_mir = np.zeros((yc, xc, 3), np.float32)
     if mirror_uv is not None:
-        mirror_uv = np.asarray(mirror_uv, dtype=np.float32)
-        if mirror_uv.shape != (h, w, 2):
-            raise ValueError(f"mirror_uv must be (H_uv={h}, W_uv={w}, 2), got {mirror_uv.shape}")
-        stacked = np.concatenate([m[..., None] * tex, m[..., None]], -1)
-        if layout is not None and mirror_uv is layout.mirror and layout.mirror_sampler is not None:
-            s = np.asarray(layout.mirror_sampler @ stacked.reshape(h * w, 4)).reshape(h, w, 4)
-            m_mir, t_mir = np.clip(s[..., 3], 0.0, 1.0), s[..., :3] / np.maximum(s[..., 3:], 1e-6)
+        weighted = tex * m[..., None]
+        if layout is not None and mirror_uv is layout.mirror and layout.crop_sampler is not None:
+            sampler = layout.crop_sampler
+            s_m = (sampler @ m.reshape(-1)).reshape(yc, xc)
+            np.clip(s_m, 0.0, 1.0, out=m_mir)
+            # the mirrored colour where the mirror was seen (weight > 1e-3), else 0
+            inv = np.divide(1.0, s_m, out=np.zeros_like(s_m), where=m_mir > 1e-3)
+            np.multiply((sampler @ weighted.reshape(-1, 3)).reshape(yc, xc, 3), inv[..., None], out=t_mir)
         else:
-            valid = coverage & np.isfinite(mirror_uv).all(-1)
+            stacked = np.concatenate([weighted, m[..., None]], -1)
+            xy = space.crop(np.asarray(mirror_uv, dtype=np.float32))
+            valid = cov & np.isfinite(xy).all(-1)
             if valid.any():
-                s = _sample_texels(stacked, mirror_uv[valid])
+                s = _sample_texels(stacked, xy[valid] - np.array(space.origin[::-1], np.float32))
                 m_mir[valid] = np.clip(s[:, 3], 0.0, 1.0)
                 t_mir[valid] = s[:, :3] / np.maximum(s[:, 3:], 1e-6)
-    has_mir = m_mir > 1e-3
-    t_mir *= has_mir[..., None]
+                t_mir *= (m_mir > 1e-3)[..., None]
 
-    rank = None if layout is None else layout.fill_rank
+    def fill(values, known, guide=None, guide_weight=None):
+        if solver == "fast":
+            return fill_crop(space, values, known, guide, guide_weight)
+        rank = None if layout is None else space.crop(layout.fill_rank)
+        return _poisson_fill(values, known, cov, guide, guide_weight, rank=rank).astype(np.float32)
+
     if method == "blend":
         w1 = m + (1.0 - m) * m_mir
         t1 = (m[..., None] * tex + ((1.0 - m) * m_mir)[..., None] * t_mir) / np.maximum(w1, 1e-6)[..., None]
-        known = coverage & (w1 >= known_weight)
-        filled = _poisson_fill(t1, known, coverage, rank=rank)
+        known = cov & (w1 >= known_weight)
+        filled = fill(t1, known)
         out = w1[..., None] * t1 + (1.0 - w1)[..., None] * filled
         mirrored_share = (1.0 - m) * m_mir
         label = np.where(w1 < known_weight, INPAINTED, np.where(m >= mirrored_share, SEEN, MIRRORED))
     else:
-        known = coverage & (m >= known_weight)
-        filled = _poisson_fill(tex, known, coverage, guide=t_mir, guide_weight=m_mir, rank=rank).astype(np.float32)
-        out = m[..., None] * tex + (1.0 - m)[..., None] * filled
+        known = cov & (m >= known_weight)
+        out = fill(tex, known, t_mir, m_mir)
+        # m * seen + (1 - m) * filled: the seen colour where it is known (the fill keeps it there)
+        unknown = np.flatnonzero(cov & ~known)
+        flat, filled = out.reshape(-1, 3), take_rows(out.reshape(-1, 3), unknown)
+        put_rows(flat, unknown, filled + np.take(m.reshape(-1), unknown)[:, None] * (take_rows(tex.reshape(-1, 3), unknown) - filled))
         # mirrored where the fill had mirror guidance, inpainted where it had none
         label = np.where(known, SEEN, np.where(m_mir >= 0.5, MIRRORED, INPAINTED))
-    out = np.clip(out, 0.0, 1.0)
-    label = np.where(coverage, label, OUTSIDE).astype(np.uint8)
-    out = _pad_outside(out, coverage, pad, background, layout)
-    return np.nan_to_num(out.astype(np.float32, copy=False), nan=0.5, copy=False), label
+    return _assemble(out, label, space, pad, background, layout)
 
 
-def _pad_outside(tex: np.ndarray, coverage: np.ndarray, pad: int, background, layout: UVLayout | None = None) -> np.ndarray:
-    """Copy the nearest chart texel's colour to texels outside the chart within `pad` texels; fill the
-    rest with `background` (default: the mean chart colour; 0.5 grey without a chart)."""
+def _assemble(out: np.ndarray, label: np.ndarray, space: CoarseSpace, pad: int, background,
+              layout: UVLayout | None) -> tuple[np.ndarray, np.ndarray]:
+    """The texture (H, W, 3) and labels (H, W) from the crop's chart values `out` (Y, X, 3) and
+    `label` (Y, X): clipped to [0, 1]; outside the chart the nearest chart texel's colour within `pad`
+    texels (edge padding), beyond `background` (default: the mean chart colour; 0.5 grey without a
+    chart)."""
     from scipy import ndimage
 
-    out = tex.copy()
-    if not coverage.any():
-        out[:] = 0.5 if background is None else np.asarray(background, dtype=np.float64)
-        return out
-    if background is None:
-        bg = np.einsum("hw,hwc->c", coverage, out, dtype=np.float64) / coverage.sum()
-    else:
+    h, w = space.shape
+    chart = np.clip(take_rows(out.reshape(-1, 3), space.chart_index), 0.0, 1.0)
+    if background is not None:
         bg = np.broadcast_to(np.asarray(background, np.float64), (3,))
-    if layout is not None:
-        dist, nearest = layout.outside_distance, layout.nearest_chart
     else:
-        dist, (iy, ix) = ndimage.distance_transform_edt(~coverage, return_indices=True)
-        nearest = iy * coverage.shape[1] + ix
-    near = np.flatnonzero(dist > 0)  # outside the chart (dist is 0 on it)
-    far = near[dist.reshape(-1)[near] > pad]
-    near = near[dist.reshape(-1)[near] <= pad]
-    flat = out.reshape(-1, out.shape[-1])
-    flat[near] = flat[nearest.reshape(-1)[near]]
-    flat[far] = bg
-    return out
+        bg = np.einsum("ij->j", chart, dtype=np.float64) / len(chart) if len(chart) else np.full(3, 0.5)
+    texture = np.empty((h, w, 3), np.float32)
+    texture[...] = bg
+    flat = texture.reshape(-1, 3)
+    put_rows(flat, space.texture_index, chart)
+    labels = np.full(h * w, OUTSIDE, np.uint8)
+    labels[space.texture_index] = np.take(label.reshape(-1), space.chart_index)
+    if space.texture_index.size:
+        if layout is not None:
+            dist, nearest = layout.outside_distance.reshape(-1), layout.nearest_chart.reshape(-1)
+        else:
+            coverage = labels != OUTSIDE
+            dist, (iy, ix) = ndimage.distance_transform_edt(~coverage.reshape(h, w), return_indices=True)
+            dist, nearest = dist.reshape(-1), (iy * w + ix).reshape(-1)
+        near = np.flatnonzero((dist > 0) & (dist <= pad))  # outside the chart (dist is 0 on it)
+        put_rows(flat, near, take_rows(flat, np.take(nearest, near)))
+    return texture, labels.reshape(h, w)

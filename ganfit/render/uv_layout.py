@@ -4,8 +4,9 @@
 the model's chart. Everything about the chart that does not depend on the photo lives in a `UVLayout`:
 which triangle covers each texel and where (the rasterised layout), each texel's mirror texel across
 the face's plane of symmetry (`mirror_uv_map`), the nearest chart texel of every texel outside the
-chart (edge padding), pairs of neighbouring texels, and the elimination order of the chart's texels
-for the Poisson fill (nested dissection). `uv_layout` builds it; a `ganfit.fitting.photo_texture.
+chart (edge padding), pairs of neighbouring texels, the elimination order of the chart's texels
+for the exact Poisson fill (nested dissection) and the coarse grid of the fast one
+(`ganfit.render.uv_fill.CoarseSpace`). `uv_layout` builds it; a `ganfit.fitting.photo_texture.
 PhotoTexture` keeps one per model, so the per-photo work starts from it.
 
 `UVTexture` is what `unwrap` returns. Coordinates: texel ``(row j, column i)`` has its centre at
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from ..model.geometry import parse_resolution, rasterize_uv
+from .uv_fill import coarse_space
 
 __all__ = ["UVLayout", "UVTexture", "uv_layout", "mirror_uv_map", "bilinear_sampler", "uv_to_texel", "DEFAULT_RESOLUTION"]
 
@@ -79,6 +81,10 @@ class UVLayout:
     outside_distance: (H_uv, W_uv) float64 distance in texels to the nearest chart texel (0 on it).
     nearest_chart: (H_uv, W_uv) int64 flat index of the nearest chart texel (itself on the chart).
     fill_rank: (H_uv, W_uv) int64 rank of each chart texel in a nested-dissection order, -1 outside.
+    coarse: `ganfit.render.uv_fill.CoarseSpace` of the chart: the crop `complete` works on, and the
+        coarse grid of the fast Poisson fill.
+    crop_sampler: (Y * X, Y * X) float32 scipy CSR matrix, `mirror_sampler` over the crop's texels
+        (`CoarseSpace.crop_matrix`); None with `mirror`.
     """
 
     resolution: tuple[int, int]
@@ -96,6 +102,8 @@ class UVLayout:
     outside_distance: np.ndarray
     nearest_chart: np.ndarray
     fill_rank: np.ndarray
+    coarse: Any = None
+    crop_sampler: Any = None
 
 
 def _as_tensor(x, *, dtype=torch.float64) -> torch.Tensor:
@@ -169,6 +177,7 @@ def uv_layout(uv, triangles, resolution=DEFAULT_RESOLUTION, *, uv_triangles=None
     if mirror is not None and uv_tris is None:
         mirror_map = _mirror_map(q, tris, _as_tensor(mirror, dtype=torch.long), face, bary, h, w)
         sampler = bilinear_sampler(mirror_map, coverage)
+    coarse = coarse_space(coverage)
     corners, weights = tris[face[texels]], bary[texels].float()
     interpolation = sp.csr_matrix(
         (weights.numpy().reshape(-1), corners.numpy().reshape(-1), np.arange(0, 3 * len(texels) + 1, 3)),
@@ -179,6 +188,7 @@ def uv_layout(uv, triangles, resolution=DEFAULT_RESOLUTION, *, uv_triangles=None
         right_pairs=right[(right >= 0).all(1)], down_pairs=down[(down >= 0).all(1)],
         mirror=mirror_map, mirror_sampler=sampler, outside_distance=dist.astype(np.float64),
         nearest_chart=(iy * w + ix).astype(np.int64), fill_rank=nested_dissection_rank(coverage),
+        coarse=coarse, crop_sampler=None if sampler is None else coarse.crop_matrix(sampler),
     )
 
 
