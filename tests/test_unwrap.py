@@ -380,3 +380,150 @@ def test_bfm_round_trip_and_mirror(bfm):
     tex, lab = complete(out, mirror)
     assert np.isfinite(tex).all()
     assert {SEEN, MIRRORED, INPAINTED, OUTSIDE} <= set(np.unique(lab).tolist())
+
+
+# ---------------------------------------------------------------------------------------------- fast fill
+# `complete(..., solver="fast")` (the default) solves the Poisson fill in a reduced subspace
+# (`ganfit.render.uv_fill`): one unknown per texel near the seen ones, bilinear nodes elsewhere.
+from ganfit.render.uv_complete import _poisson_fill  # noqa: E402
+from ganfit.render.uv_fill import coarse_space, poisson_fill_fast  # noqa: E402
+
+#: fast vs exact, colours in [0, 1] (see benchmarks/texture_completion.py for the reasons)
+FAST_MEAN, FAST_P99, FAST_MAX, FAST_EDGE = 0.003, 0.02, 0.06, 0.01
+
+
+def _grid(h, w):
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    return y, x
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_fast_fill_reproduces_linear_and_quadratic_harmonic_functions(factor):
+    """A hole enclosed by known texels, boundary values from a harmonic function: the discrete solution
+    is the function itself (x^2 - y^2 and x y are discretely harmonic too). A linear function lies in
+    the fast fill's subspace, so it is exact; a quadratic one is within the bilinear interpolation error."""
+    h, w = 112, 136
+    y, x = _grid(h, w)
+    chart = np.ones((h, w), bool)
+    hole = ((x - 70) / 55) ** 2 + ((y - 54) / 45) ** 2 < 1
+    space = coarse_space(chart, factor)
+    linear = np.stack([0.2 + 0.004 * x, 0.7 - 0.003 * y, 0.3 + 0.002 * x + 0.002 * y], -1)
+    quad = 0.5 + 1.5e-4 * np.stack([(x - 70) ** 2 - (y - 54) ** 2, 2 * (x - 70) * (y - 54), (y - 54) ** 2 - (x - 70) ** 2], -1)
+    for truth, tol in ((linear, 1e-4), (quad, 2e-3)):
+        values = np.where(hole[..., None], 0.0, truth).astype(np.float32)
+        exact = _poisson_fill(values, ~hole, chart)
+        fast = poisson_fill_fast(values, ~hole, chart, space=space)
+        assert np.abs(exact - truth)[hole].max() < 1e-4
+        assert np.abs(fast - truth)[hole].max() < tol
+        np.testing.assert_array_equal(fast[~hole], values[~hole])  # seen texels untouched
+
+
+def test_fast_fill_with_full_guidance_is_guide_plus_harmonic_correction():
+    """Guide weight 1 everywhere: the solution is the guide plus the harmonic extension of (seen - guide),
+    here linear, which the fast fill represents exactly however detailed the guide is."""
+    rng = np.random.default_rng(0)
+    h, w = 96, 128
+    y, x = _grid(h, w)
+    chart = np.ones((h, w), bool)
+    hole = ((x - 64) / 50) ** 2 + ((y - 48) / 38) ** 2 < 1
+    guide = rng.random((h, w, 3)).astype(np.float32)
+    offset = np.stack([0.1 + 0.002 * x, -0.05 + 0.003 * y, 0.01 * np.ones_like(x)], -1)
+    values = np.where(hole[..., None], 0.0, guide + offset).astype(np.float32)
+    ones = np.ones((h, w), np.float32)
+    fast = poisson_fill_fast(values, ~hole, chart, guide, ones, space=coarse_space(chart, 4))
+    np.testing.assert_allclose(fast[hole], (guide + offset)[hole], atol=2e-4)
+
+
+def test_fast_fill_respects_a_slit_in_the_chart():
+    """A slit (a line of texels off the chart) separates a dark left and a bright right side except near
+    its ends: the exact fill goes round it, so coarse nodes must not join the two sides across it (if
+    they did: mean error 0.1, max 0.29). What is left is the error near the slit's tips, where the
+    solution has a square-root singularity."""
+    h, w = 120, 120
+    y, x = _grid(h, w)
+    chart = ~((x == 60) & (y > 8) & (y < 112))
+    known = (x < 3) | (x > 116)
+    values = np.where(known[..., None], np.where(x[..., None] < 60, 0.1, 0.9), 0.0) * np.ones(3)
+    values = values.astype(np.float32)
+    exact = _poisson_fill(values, known, chart)
+    fast = poisson_fill_fast(values, known, chart, space=coarse_space(chart, 4))
+    unknown = chart & ~known
+    assert np.abs(exact[:, 59] - exact[:, 61]).max() > 0.3  # the slit matters
+    err = np.abs(fast - exact).max(-1)[unknown]
+    assert err.mean() < 0.003 and err.max() < 0.03, (err.mean(), err.max())
+
+
+def test_fast_fill_components_without_known_texels_get_the_mean():
+    h, w = 48, 64
+    y, x = _grid(h, w)
+    chart = (x < 30) | (x > 34)  # two islands
+    known = chart & (x < 10)
+    values = np.where(known[..., None], 0.25, 0.0) * np.ones(3, np.float32)
+    for solve in (_poisson_fill, lambda *a: poisson_fill_fast(*a, space=coarse_space(chart, 2))):
+        out = solve(values.astype(np.float32), known, chart)
+        np.testing.assert_allclose(out[chart], 0.25, atol=1e-5)
+
+
+def test_fast_and_exact_complete_agree_on_the_symmetric_case():
+    tex, mirror = _symmetric_case(96)
+    x = np.arange(96)[None, :].repeat(96, 0) + 0.5
+    seen = x < 60
+    uvt = UVTexture(np.where(seen[..., None], tex, 0).astype(np.float32), seen.astype(np.float32), np.ones((96, 96), bool))
+    for method in ("poisson", "blend"):
+        exact, lab_e = complete(uvt, mirror, method=method, solver="exact")
+        fast, lab_f = complete(uvt, mirror, method=method, solver="fast")
+        np.testing.assert_array_equal(lab_e, lab_f)
+        np.testing.assert_array_equal(fast[lab_e == SEEN], exact[lab_e == SEEN])
+        assert np.abs(fast - exact).max() < 0.01
+    with pytest.raises(ValueError):
+        complete(uvt, mirror, solver="nope")
+    with pytest.raises(ValueError):
+        poisson_fill_fast(tex, seen, np.ones((96, 96), bool), space=coarse_space(np.ones((90, 96), bool)))
+
+
+def test_coarse_space_order_and_slit_nodes():
+    chart = np.ones((64, 80), bool)
+    chart[20:44, 40] = False  # a slit
+    chart[:5, :7] = False
+    space = coarse_space(chart, 4)
+    ranks = np.concatenate([space.texel_rank[space.domain], space.node_rank.ravel()])
+    assert np.array_equal(np.sort(ranks), np.arange(ranks.size))  # one order of texels and nodes
+    assert (space.texel_rank[~space.domain] == -1).all()
+    bad = np.argwhere(space.nonconforming)
+    assert len(bad) and np.all(np.abs(bad[:, 1] * 4 + space.origin[1] - 40) < 4)  # nodes on the slit only
+    rank = space.texture_rank()
+    assert np.array_equal(np.sort(rank[chart]), np.sort(space.texel_rank[space.domain])) and (rank[~chart] == -1).all()
+
+
+def _fast_vs_exact(fast, exact, label):
+    """Largest-channel differences over the unseen chart texels: mean, p99, max, max next to a seen texel."""
+    unseen = (label != SEEN) & (label != OUTSIDE)
+    seen = label == SEEN
+    near = np.zeros_like(seen)
+    near[1:] |= seen[:-1]
+    near[:-1] |= seen[1:]
+    near[:, 1:] |= seen[:, :-1]
+    near[:, :-1] |= seen[:, 1:]
+    d = np.abs(fast - exact).max(-1)
+    return d[unseen].mean(), np.percentile(d[unseen], 99), d[unseen].max(), d[unseen & near].max()
+
+
+@pytest.mark.parametrize("deg", [15.0, 50.0])
+def test_bfm_turned_face_fast_completion_matches_exact(bfm, deg):
+    from ganfit.fitting.photo_texture import PhotoTexture
+
+    mean = np.asarray(bfm.mean, np.float64)
+    tris = np.asarray(bfm.triangles, np.int64)
+    uv = np.asarray(bfm.uv, np.float64)
+    size = (320, 320)
+    cam, proj = camera(mean, yaw(deg), distance=700.0, focal=700.0, size=size)
+    photo = render(cam, proj, tris, uv, size)
+    layout = PhotoTexture(bfm, texture_size=512).layout
+    raw = unwrap(photo, proj, cam, tris, layout=layout)
+    exact, label = complete(raw, layout.mirror, layout=layout, solver="exact")
+    fast, label_fast = complete(raw, layout.mirror, layout=layout)
+    np.testing.assert_array_equal(label, label_fast)
+    np.testing.assert_array_equal(fast[label == SEEN], exact[label == SEEN])
+    assert (label == MIRRORED).sum() > 1000 and ((label != SEEN) & (label != OUTSIDE)).sum() > 30000
+    mean_d, p99, mx, edge = _fast_vs_exact(fast, exact, label)
+    assert mean_d < FAST_MEAN and p99 < FAST_P99 and mx < FAST_MAX and edge < FAST_EDGE, (mean_d, p99, mx, edge)

@@ -220,7 +220,7 @@ def complete(
     # its node spacing), as (Y, X, ...) arrays.
     space = layout.coarse if layout is not None and layout.coarse is not None else coarse_space(coverage)
     cov = space.domain
-    tex = space.crop(tex_in)
+    tex = np.ascontiguousarray(space.crop(tex_in))
     if not np.isfinite(tex).all():
         tex = np.nan_to_num(tex)
     mask = np.nan_to_num(np.clip(space.crop(mask_in), 0.0, 1.0)) * cov

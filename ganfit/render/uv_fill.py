@@ -36,7 +36,7 @@ import torch
 __all__ = ["CoarseSpace", "coarse_space", "fill_crop", "poisson_fill_fast", "default_factor"]
 
 #: largest block of unknowns the nested-dissection order leaves unsplit
-_ND_LEAF = 16
+_ND_LEAF = 32
 
 
 def default_factor(resolution) -> int:
@@ -96,6 +96,13 @@ class CoarseSpace:
         view = out[y0:y0 + ny, x0:x0 + nx]
         sel = where[:ny, :nx]
         view[sel] = a[:ny, :nx][sel]
+
+    def texture_rank(self) -> np.ndarray:
+        """(H, W) int64 `texel_rank` placed in the texture (-1 off the chart): a nested-dissection
+        order of the chart's texels alone, for the exact fill (`uv_complete._poisson_fill`)."""
+        out = np.full(self.shape, -1, np.int64)
+        out.reshape(-1)[self.texture_index] = np.take(self.texel_rank.reshape(-1), self.chart_index)
+        return out
 
     def crop_matrix(self, mat):
         """An (H W, H W) sparse matrix over texture texels -> (Y X, Y X) CSR over crop texels (entries
@@ -372,14 +379,18 @@ def _guided_residual(guide: np.ndarray, wgt: np.ndarray, space: CoarseSpace) -> 
     Laplacian. Per chart edge that is ``(g - w_i) G_i - (g - w_j) G_j`` at i (and its negative at j)
     with g the edge's guidance weight: zero where the weight is constant."""
     r = np.zeros_like(guide)
+    buf = np.empty(guide.size, guide.dtype)
     pos = wgt > 0
     for a, b, edge in (((slice(None), slice(None, -1)), (slice(None), slice(1, None)), space.edge_right),
                        ((slice(None, -1), slice(None)), (slice(1, None), slice(None)), space.edge_down)):
         wa, wb = wgt[a], wgt[b]
-        g = np.minimum(wa, wb) * (pos[a] & pos[b])
-        ua, ub = (g - wa) * edge, (g - wb) * edge
+        g = np.minimum(wa, wb)
+        g *= pos[a] & pos[b]
+        ua, ub = g - wa, g - wb
+        ua *= edge
+        ub *= edge
         ca, cb = (slice(None),) + a, (slice(None),) + b
-        d = guide[ca] * ua
+        d = np.multiply(guide[ca], ua, out=buf[:ua.size * len(guide)].reshape((len(guide),) + ua.shape))
         d -= guide[cb] * ub
         r[ca] += d
         r[cb] -= d
@@ -401,7 +412,7 @@ def _fill_crop(
     guide: np.ndarray | None = None,  # (Y, X, C) guidance texture
     guide_weight: np.ndarray | None = None,  # (Y, X) in [0, 1]: where the guidance holds
     *,
-    band: int = 2,
+    band: int = 1,
     residual_tol: float = 0.02,
     min_support: float = 0.25,
 ) -> np.ndarray:
@@ -565,7 +576,7 @@ def poisson_fill_fast(
     guide_weight: np.ndarray | None = None,  # (H, W) in [0, 1]: where the guidance holds
     *,
     space: CoarseSpace | None = None,
-    band: int = 2,
+    band: int = 1,
     residual_tol: float = 0.02,
     min_support: float = 0.25,
 ) -> np.ndarray:

@@ -80,7 +80,8 @@ class UVLayout:
         padding), empty rows off the chart or without a mirror; None with `mirror`.
     outside_distance: (H_uv, W_uv) float64 distance in texels to the nearest chart texel (0 on it).
     nearest_chart: (H_uv, W_uv) int64 flat index of the nearest chart texel (itself on the chart).
-    fill_rank: (H_uv, W_uv) int64 rank of each chart texel in a nested-dissection order, -1 outside.
+    fill_rank: (H_uv, W_uv) int64 rank of each chart texel in a nested-dissection order, -1 outside
+        (`coarse`'s order restricted to the texels; `nested_dissection_rank` gives another).
     coarse: `ganfit.render.uv_fill.CoarseSpace` of the chart: the crop `complete` works on, and the
         coarse grid of the fast Poisson fill.
     crop_sampler: (Y * X, Y * X) float32 scipy CSR matrix, `mirror_sampler` over the crop's texels
@@ -187,7 +188,7 @@ def uv_layout(uv, triangles, resolution=DEFAULT_RESOLUTION, *, uv_triangles=None
         texels=texels, corners=corners, weights=weights, interpolation=interpolation,
         right_pairs=right[(right >= 0).all(1)], down_pairs=down[(down >= 0).all(1)],
         mirror=mirror_map, mirror_sampler=sampler, outside_distance=dist.astype(np.float64),
-        nearest_chart=(iy * w + ix).astype(np.int64), fill_rank=nested_dissection_rank(coverage),
+        nearest_chart=(iy * w + ix).astype(np.int64), fill_rank=coarse.texture_rank(),
         coarse=coarse, crop_sampler=None if sampler is None else coarse.crop_matrix(sampler),
     )
 
