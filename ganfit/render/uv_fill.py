@@ -187,29 +187,6 @@ def _blocks(a: np.ndarray, f: int) -> np.ndarray:
     return a.reshape(hc, f, wc, f, *rest).swapaxes(1, 2).reshape(hc, wc, f * f, *rest)
 
 
-def _unblocks(a: np.ndarray, f: int) -> np.ndarray:
-    """Inverse of `_blocks`."""
-    hc, wc = a.shape[:2]
-    rest = a.shape[3:]
-    return a.reshape(hc, wc, f, f, *rest).swapaxes(1, 2).reshape(hc * f, wc * f, *rest)
-
-
-def _to_nodes(per_cell: np.ndarray) -> np.ndarray:
-    """(hc, wc, 4, ...) corner values of each cell -> (hc + 1, wc + 1, ...) summed at the nodes."""
-    hc, wc = per_cell.shape[:2]
-    out = np.zeros((hc + 1, wc + 1) + per_cell.shape[3:], per_cell.dtype)
-    out[:-1, :-1] += per_cell[:, :, 0]
-    out[:-1, 1:] += per_cell[:, :, 1]
-    out[1:, :-1] += per_cell[:, :, 2]
-    out[1:, 1:] += per_cell[:, :, 3]
-    return out
-
-
-def _corners(nodes: np.ndarray) -> np.ndarray:
-    """(hc + 1, wc + 1, ...) node values -> (hc, wc, 4, ...) at each cell's corners."""
-    return np.stack([nodes[:-1, :-1], nodes[:-1, 1:], nodes[1:, :-1], nodes[1:, 1:]], 2)
-
-
 def _nonconforming(domain: np.ndarray, f: int) -> np.ndarray:
     """(hc + 1, wc + 1) bool: nodes whose support window (texels f k - f + 1 ... f k + f - 1 on each
     axis) holds chart texels that are not 4-connected within the window.
@@ -377,23 +354,32 @@ def _guided_residual(guide: np.ndarray, wgt: np.ndarray, space: CoarseSpace) -> 
     """(C, Y, X) float32 r = b - L p for p = wgt * guide: b the guidance divergence (the edge from i to
     j adds ``min(w_i, w_j) (G_i - G_j)`` where both weights are positive), L the chart's 4-neighbour
     Laplacian. Per chart edge that is ``(g - w_i) G_i - (g - w_j) G_j`` at i (and its negative at j)
-    with g the edge's guidance weight: zero where the weight is constant."""
+    with g the edge's guidance weight: zero where the weight is constant, and beyond one texel from
+    the texels with a weight (so only their bounding box, grown by one, is computed)."""
     r = np.zeros_like(guide)
-    buf = np.empty(guide.size, guide.dtype)
     pos = wgt > 0
-    for a, b, edge in (((slice(None), slice(None, -1)), (slice(None), slice(1, None)), space.edge_right),
-                       ((slice(None, -1), slice(None)), (slice(1, None), slice(None)), space.edge_down)):
-        wa, wb = wgt[a], wgt[b]
+    rows, cols = np.flatnonzero(pos.any(1)), np.flatnonzero(pos.any(0))
+    if rows.size == 0:
+        return r
+    y0, y1 = max(rows[0] - 1, 0), min(rows[-1] + 2, wgt.shape[0])
+    x0, x1 = max(cols[0] - 1, 0), min(cols[-1] + 2, wgt.shape[1])
+    box = np.s_[y0:y1, x0:x1]
+    g_box, w_box, p_box, r_box = guide[(slice(None),) + box], wgt[box], pos[box], r[(slice(None),) + box]
+    buf = np.empty(g_box[0].size * len(guide), guide.dtype)
+    right = ((slice(None), slice(None, -1)), (slice(None), slice(1, None)), space.edge_right[y0:y1, x0:x1 - 1])
+    down = ((slice(None, -1), slice(None)), (slice(1, None), slice(None)), space.edge_down[y0:y1 - 1, x0:x1])
+    for a, b, edge in (right, down):
+        wa, wb = w_box[a], w_box[b]
         g = np.minimum(wa, wb)
-        g *= pos[a] & pos[b]
+        g *= p_box[a] & p_box[b]
         ua, ub = g - wa, g - wb
         ua *= edge
         ub *= edge
         ca, cb = (slice(None),) + a, (slice(None),) + b
-        d = np.multiply(guide[ca], ua, out=buf[:ua.size * len(guide)].reshape((len(guide),) + ua.shape))
-        d -= guide[cb] * ub
-        r[ca] += d
-        r[cb] -= d
+        d = np.multiply(g_box[ca], ua, out=buf[:ua.size * len(guide)].reshape((len(guide),) + ua.shape))
+        d -= g_box[cb] * ub
+        r_box[ca] += d
+        r_box[cb] -= d
     return r
 
 
@@ -468,7 +454,8 @@ def _fill_crop(
         interior.reshape(-1)[t] = False
         bandm.reshape(-1)[t] = True
         node, wt = _taps(t, xc, f, nodes_x)
-        support -= np.bincount(node.reshape(-1), (wt * f * f).reshape(-1), minlength=support.size).reshape(support.shape).astype(np.float32)
+        lost = np.bincount(node.reshape(-1), (wt * f * f).reshape(-1), minlength=support.size)
+        support -= lost.reshape(support.shape).astype(np.float32)
     used = support > 0
 
     # Reduced unknowns: band texels and used nodes, in the precomputed nested-dissection order.
