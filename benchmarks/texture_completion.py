@@ -140,7 +140,7 @@ def main() -> None:
                                                       max(1, args.runs // 2)))
                 rows[size]["fast"].append(time_calls(lambda: complete(raw, layout.mirror, layout=layout), args.runs))
             if args.png and size == max(SIZES):
-                stem = photo.stem[:40]
+                stem = photo.stem
                 _png(args.png / f"{stem}_exact.png", exact)
                 _png(args.png / f"{stem}_fast.png", fast)
                 _png(args.png / f"{stem}_diff10.png", 10 * np.abs(fast - exact))
@@ -155,8 +155,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for size in SIZES:
         r = rows[size]
-        ex = [statistics.median(v) for v in zip(*r["exact"])]
-        fa = [statistics.median(v) for v in zip(*r["fast"])]
+        ex = [statistics.median(v) for v in zip(*r["exact"])] or [float("nan")] * 2
+        fa = [statistics.median(v) for v in zip(*r["fast"])] or [float("nan")] * 2
         worst = {key: max(d[key] for d in r["diff"]) for key in r["diff"][0]}
         jump_e = statistics.mean(d["jump_exact"] for d in r["diff"])
         jump_f = statistics.mean(d["jump_fast"] for d in r["diff"])

@@ -481,16 +481,35 @@ def test_fast_and_exact_complete_agree_on_the_symmetric_case():
         poisson_fill_fast(tex, seen, np.ones((96, 96), bool), space=coarse_space(np.ones((90, 96), bool)))
 
 
+def test_fast_complete_falls_back_to_the_exact_solve(monkeypatch):
+    import ganfit.render.uv_complete as uv_complete
+
+    tex, mirror = _symmetric_case(48)
+    seen = np.arange(48)[None, :].repeat(48, 0) < 30
+    uvt = UVTexture(np.where(seen[..., None], tex, 0).astype(np.float32), seen.astype(np.float32), np.ones((48, 48), bool))
+    exact, _ = complete(uvt, mirror, solver="exact")
+
+    def singular(*args, **kwargs):
+        raise RuntimeError("Factor is exactly singular")
+
+    monkeypatch.setattr(uv_complete, "fill_crop", singular)
+    np.testing.assert_array_equal(complete(uvt, mirror)[0], exact)
+
+
 def test_coarse_space_order_and_slit_nodes():
     chart = np.ones((64, 80), bool)
     chart[20:44, 40] = False  # a slit
-    chart[:5, :7] = False
+    chart[:5, :7] = False  # a corner cut off: no hole
+    chart[50:52, 60:63] = False  # a hole
     space = coarse_space(chart, 4)
     ranks = np.concatenate([space.texel_rank[space.domain], space.node_rank.ravel()])
     assert np.array_equal(np.sort(ranks), np.arange(ranks.size))  # one order of texels and nodes
     assert (space.texel_rank[~space.domain] == -1).all()
-    bad = np.argwhere(space.nonconforming)
-    assert len(bad) and np.all(np.abs(bad[:, 1] * 4 + space.origin[1] - 40) < 4)  # nodes on the slit only
+    ky, kx = np.nonzero(space.nonconforming)
+    y, x = 4 * ky + space.origin[0], 4 * kx + space.origin[1]
+    on_slit = (np.abs(x - 40) < 4) & (y > 16) & (y < 48)
+    at_hole = (np.abs(y - 50.5) < 5) & (np.abs(x - 61) < 5)
+    assert on_slit.any() and at_hole.any() and np.all(on_slit | at_hole)  # nodes whose support crosses them
     rank = space.texture_rank()
     assert np.array_equal(np.sort(rank[chart]), np.sort(space.texel_rank[space.domain])) and (rank[~chart] == -1).all()
 

@@ -25,6 +25,8 @@ Everything per texel runs on the chart's crop (`ganfit.render.uv_fill.CoarseSpac
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,6 +35,8 @@ from .uv_fill import CoarseSpace, coarse_space, fill_crop, put_rows, take_rows
 from .uv_layout import UVLayout, UVTexture, nested_dissection_rank
 
 __all__ = ["complete", "SEEN", "MIRRORED", "INPAINTED", "OUTSIDE"]
+
+log = logging.getLogger(__name__)
 
 #: `complete`'s ``filled_from`` labels: where a texel's colour (mostly) came from.
 SEEN, MIRRORED, INPAINTED, OUTSIDE = 0, 1, 2, 3
@@ -262,7 +266,10 @@ def complete(
 
     def fill(values, known, guide=None, guide_weight=None):
         if solver == "fast":
-            return fill_crop(space, values, known, guide, guide_weight)
+            try:
+                return fill_crop(space, values, known, guide, guide_weight)
+            except RuntimeError as exc:  # a singular reduced system (not seen so far): solve exactly
+                log.warning("fast Poisson fill failed (%s); using the exact solve", exc)
         rank = None if layout is None else space.crop(layout.fill_rank)
         return _poisson_fill(values, known, cov, guide, guide_weight, rank=rank).astype(np.float32)
 
