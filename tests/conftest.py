@@ -52,6 +52,17 @@ def bfm() -> MorphableModel:
         pytest.skip(f"embedded default model not fetched ({exc}); run `ganfit assets fetch`")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a test module on one intra-op thread: its tensors are small, so a second thread only adds
+    synchronisation, and on a shared, busy 2-core machine it made such tests 10x slower. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(1234)

@@ -23,16 +23,9 @@ from ganfit.model.texture.pggan import (
     upsample2x,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = dict(fmap_base=64, fmap_max=32)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convolutions are faster (and steadier on a shared 2-core machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

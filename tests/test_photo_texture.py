@@ -22,15 +22,10 @@ from ganfit.render.uv_fill import coarse_space, poisson_fill_fast
 from ganfit.render.uv_layout import nested_dissection_rank
 from ganfit.render.zbuffer import _fill_cracks, screen_zbuffer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PHOTO = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _params(yaw_deg: float, size: int = 160) -> FitParams:

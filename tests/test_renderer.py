@@ -14,6 +14,8 @@ from ganfit.render.camera import project_points
 from ganfit.render.renderer import Renderer, RenderInputError, RenderOutput, make_rasterizer
 from ganfit.render.shading import PhongLight, default_sh, sh_directional, sh_shading
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 RADIUS = 80.0
 DISTANCE = 600.0
 FOCAL = 170.0
@@ -90,14 +92,6 @@ def interior(mask: torch.Tensor, steps: int = 1) -> torch.Tensor:
         m = e
     return m
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small renders are faster on one intra-op thread, and much faster on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

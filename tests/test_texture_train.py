@@ -16,17 +16,11 @@ from ganfit.model.texture.pggan import TexturePGGAN
 from ganfit.model.texture.swd import laplacian_pyramid, swd
 from ganfit.model.texture.train import TrainConfig, _Trainer, load_uv_folder, train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 LAYOUT = "layout-test"
 TINY = dict(latent_dim=16, fmap_base=64, fmap_max=32)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convolutions are faster (and steadier on a shared 2-core machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def blobs(n: int, size: int = 16, seed: int = 0, hue=(1.0, 0.6, 0.4)) -> np.ndarray:

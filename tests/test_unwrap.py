@@ -21,6 +21,8 @@ from ganfit.render.unwrap import (
     unwrap,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 # ---------------------------------------------------------------------------------------------- helpers
 def texture_fn(uv: np.ndarray) -> np.ndarray:
@@ -78,14 +80,6 @@ def texel_uv(resolution) -> np.ndarray:
     x, y = np.meshgrid((np.arange(w) + 0.5) / w, 1.0 - (np.arange(h) + 0.5) / h)
     return np.stack([x, y], -1)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is faster, and much faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

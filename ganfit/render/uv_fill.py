@@ -224,6 +224,39 @@ def _nonconforming(domain: np.ndarray, f: int) -> np.ndarray:
     return bad
 
 
+def dissection_order(py: np.ndarray, px: np.ndarray, leaf: int = 16, anchors: np.ndarray | None = None,
+                     step: int = 1) -> np.ndarray:
+    """A geometric nested-dissection order (George, SIAM J. Numer. Anal. 1973) of points (py, px) (N,).
+
+    The points are split recursively by the middle row or column of their bounding box (the longer side):
+    each half comes first and the dividing line last. With `anchors` (N,) bool, a piece that holds anchor
+    points is split only along a line through them (coordinates that are multiples of `step`): the line
+    nearest the middle. Returns the permutation (N,) of point indices.
+    """
+    pieces: list[np.ndarray] = []
+    # explicit stack of (indices, emitted?) for a post-order walk: left, right, then separator
+    stack: list[tuple[np.ndarray, np.ndarray | None]] = [(np.arange(py.size), None)]
+    while stack:
+        idx, sep = stack.pop()
+        if sep is not None:
+            pieces.append(sep)
+            continue
+        if idx.size <= leaf:
+            pieces.append(idx)
+            continue
+        yy, xx = py[idx], px[idx]
+        coord = yy if yy.max() - yy.min() >= xx.max() - xx.min() else xx
+        lo, hi = int(coord.min()), int(coord.max())
+        line = (lo + hi) // 2
+        if anchors is not None and anchors[idx].any():
+            k = np.unique(coord[anchors[idx]] // step)
+            line = int(step * k[np.argmin(np.abs(step * k - (lo + hi) / 2))])
+        stack.append((idx, idx[coord == line]))
+        stack.append((idx[coord > line], None))
+        stack.append((idx[coord < line], None))
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+
+
 def _nested_dissection(domain: np.ndarray, f: int, leaf: int = _ND_LEAF) -> tuple[np.ndarray, np.ndarray]:
     """Ranks of chart texels (Y, X) and nodes (Y / f + 1, X / f + 1) in one nested-dissection order
     (George, SIAM J. Numer. Anal. 1973) of the reduced systems `poisson_fill_fast` builds.
@@ -239,28 +272,7 @@ def _nested_dissection(domain: np.ndarray, f: int, leaf: int = _ND_LEAF) -> tupl
     py = np.concatenate([ty, f * ky])
     px = np.concatenate([tx, f * kx])
     is_node = np.concatenate([np.zeros(n_t, bool), np.ones(ky.size, bool)])
-    pieces: list[np.ndarray] = []
-    stack: list[tuple[np.ndarray, np.ndarray | None]] = [(np.arange(py.size), None)]
-    while stack:
-        idx, sep = stack.pop()
-        if sep is not None:
-            pieces.append(sep)
-            continue
-        if idx.size <= leaf:
-            pieces.append(idx)
-            continue
-        yy, xx = py[idx], px[idx]
-        coord = yy if yy.max() - yy.min() >= xx.max() - xx.min() else xx
-        lo, hi = int(coord.min()), int(coord.max())
-        if is_node[idx].any():
-            k = np.unique(coord[is_node[idx]] // f)
-            line = int(f * k[np.argmin(np.abs(f * k - (lo + hi) / 2))])
-        else:
-            line = (lo + hi) // 2
-        stack.append((idx, idx[coord == line]))
-        stack.append((idx[coord > line], None))
-        stack.append((idx[coord < line], None))
-    order = np.concatenate(pieces)
+    order = dissection_order(py, px, leaf, anchors=is_node, step=f)
     rank = np.empty(order.size, np.int64)
     rank[order] = np.arange(order.size)
     texel_rank = np.full(domain.shape, -1, np.int64)

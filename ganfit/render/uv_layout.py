@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..model.geometry import parse_resolution, rasterize_uv
-from .uv_fill import coarse_space
+from .uv_fill import coarse_space, dissection_order
 
 __all__ = ["UVLayout", "UVTexture", "uv_layout", "mirror_uv_map", "bilinear_sampler", "uv_to_texel", "DEFAULT_RESOLUTION"]
 
@@ -267,34 +267,13 @@ def mirror_uv_map(uv, triangles, mirror, resolution=DEFAULT_RESOLUTION) -> np.nd
 
 
 def nested_dissection_rank(mask: np.ndarray, leaf: int = _ND_LEAF) -> np.ndarray:
-    """Rank of each True texel of `mask` (H, W) in a geometric nested-dissection order, -1 elsewhere.
-
-    The texels are split recursively by the middle row or column of their bounding box (the longer
-    side); each half comes first and the dividing line last. Eliminating the unknowns of a 4-neighbour
-    grid equation in this order (any subset, kept in rank order) keeps the sparse factor small
-    (George, SIAM J. Numer. Anal. 1973), so the Poisson fill factorises without a general ordering pass.
-    """
+    """Rank of each True texel of `mask` (H, W) in `dissection_order`, -1 elsewhere. Eliminating the
+    unknowns of a 4-neighbour grid equation in this order (any subset, kept in rank order) keeps the
+    sparse factor small, so the Poisson fill factorises without a general ordering pass."""
     ys, xs = np.nonzero(mask)
     rank = np.full(mask.shape, -1, np.int64)
     if ys.size == 0:
         return rank
-    pieces: list[np.ndarray] = []
-    # explicit stack of (indices, emitted?) for a post-order walk: left, right, then separator
-    stack: list[tuple[np.ndarray, np.ndarray | None]] = [(np.arange(ys.size), None)]
-    while stack:
-        idx, sep = stack.pop()
-        if sep is not None:
-            pieces.append(sep)
-            continue
-        if idx.size <= leaf:
-            pieces.append(idx)
-            continue
-        yy, xx = ys[idx], xs[idx]
-        y0, y1, x0, x1 = int(yy.min()), int(yy.max()), int(xx.min()), int(xx.max())
-        coord, mid = (yy, (y0 + y1) // 2) if y1 - y0 >= x1 - x0 else (xx, (x0 + x1) // 2)
-        stack.append((idx, idx[coord == mid]))
-        stack.append((idx[coord > mid], None))
-        stack.append((idx[coord < mid], None))
-    order = np.concatenate(pieces)
+    order = dissection_order(ys, xs, leaf)
     rank[ys[order], xs[order]] = np.arange(order.size)
     return rank
