@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from ganfit import FitConfig, Fitter  # noqa: E402
 from ganfit.errors import GanfitError  # noqa: E402
-from ganfit.fitting.fitter import POOR_FIT_NME  # noqa: E402
+from ganfit.fitting.checks import POOR_FIT_NME  # noqa: E402
 from ganfit.fitting.metrics import landmark_nme  # noqa: E402
 
 

@@ -154,7 +154,7 @@ def test_poor_landmark_fit_is_reported(fitter, reference, caplog):
     lms = rng.uniform(150, 350, size=(68, 2))  # 68 points inside the face area, in no face's arrangement
     with caplog.at_level("WARNING", logger="ganfit"):
         res = fitter.fit(str(PHOTO), landmarks=lms)
-    (message,) = res.warnings[0]
-    assert "poor landmark fit" in message and "astronaut.png" in message
-    assert res.to_dict()["warnings"] == [message]
+    (message,) = [m for m in res.warnings[0] if "poor landmark fit" in m]  # (its pose may be implausible too)
+    assert "astronaut.png" in message
+    assert res.to_dict()["warnings"] == res.warnings[0]
     assert any("poor landmark fit" in r.getMessage() for r in caplog.records)

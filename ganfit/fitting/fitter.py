@@ -16,19 +16,14 @@ from ..errors import ConfigError, LandmarkError, NoFaceError
 from ..model.morphable import MorphableModel
 from ..perception.landmark_file import check_landmark_placement
 from ..render.camera import PinholeCamera
+from .checks import focal_warnings, landmark_fit_warnings, pose_warnings
 from .config import FitConfig
 from .landmark_energy import EnergyWeights
 from .landmark_stage import LandmarkStage, LandmarkStageResult
 from .losses import landmark_weights
-from .metrics import landmark_nme
 from .result import FaceMesh, FitResult
 
 log = logging.getLogger(__name__)
-
-#: Normalised landmark error (`landmark_nme`) above which a fit is reported as poor. On the 150 photos of
-#: ../shared/faces/dev with dlib's landmarks the landmark stage reaches a median of 0.014 and at most 0.022
-#: (`benchmarks/landmark_dev.py`, 2026-12-03); random points in a face-sized square give ~0.4.
-POOR_FIT_NME = 0.08
 
 
 class Fitter:
@@ -119,7 +114,7 @@ class Fitter:
 
         params = stage_result.params
         meshes, fitted = self._meshes(model, params, stage_result.vertex_ids, loaded, timings)
-        warnings = [self._fit_warnings(target_t[i].cpu(), fitted[i], img.path or f"image {i}")
+        warnings = [self._fit_warnings(target_t[i].cpu(), fitted[i], params, i, img.path or f"image {i}")
                     for i, img in enumerate(loaded)]
         renders = self._renders(model, params, meshes, sizes, timings)
         timings["total"] = time.perf_counter() - t_all
@@ -241,19 +236,16 @@ class Fitter:
             out.append((arr, name))
         return out
 
-    @staticmethod
-    def _fit_warnings(target: torch.Tensor, fitted: torch.Tensor, where: str) -> list[str]:
-        """Warnings about one image's landmark fit (also logged): a normalised mean error above
-        `POOR_FIT_NME`, which on real photos means the landmarks do not describe a face the model can take."""
-        error = float(landmark_nme(fitted[None], target[None])[0])
-        if error <= POOR_FIT_NME:
-            return []
-        message = (
-            f"{where}: poor landmark fit: mean error {100 * error:.1f}% of the face size (real photos fit within "
-            f"{100 * POOR_FIT_NME:.0f}%); check the landmarks (order, image, detection) before using the result"
-        )
-        log.warning(message)
-        return [message]
+    def _fit_warnings(self, target: torch.Tensor, fitted: torch.Tensor, params, index: int, where: str) -> list[str]:
+        """Warnings about one image's fit (`checks`: landmark error, pose, focal length), also logged."""
+        cfg = self.config
+        size = float(params.principal[index].max()) * 2.0  # the longer image side
+        messages = (landmark_fit_warnings(target, fitted, where)
+                    + pose_warnings(params.rotation_matrix()[index].detach().cpu().double(), where)
+                    + focal_warnings(float(params.focal[index]), cfg.focal_ratio * size, cfg.focal_log_sigma, where))
+        for message in messages:
+            log.warning(message)
+        return messages
 
     def _detect(self, img):
         from ..perception.detect import select_face
