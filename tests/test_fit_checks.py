@@ -51,3 +51,17 @@ def test_swapped_landmarks_are_reported(bfm, caplog):
         assert any("turned away from the camera" in m for m in res.warnings[0]), res.warnings
         assert res.to_dict()["warnings"] == res.warnings[0]
     assert any("turned away" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.assets
+def test_seed_is_what_the_docs_say(bfm):
+    """The landmark stage is deterministic, so any seed gives the same result; the fit's generator is
+    re-seeded from the config at the start of every fit."""
+    a = Fitter(FitConfig(device="cpu", quiet=True, texture_size=0, seed=0), model=bfm)
+    b = Fitter(FitConfig(device="cpu", quiet=True, texture_size=0, seed=7), model=bfm)
+    ra, rb = a.fit(str(PHOTO)), b.fit(str(PHOTO))
+    assert torch.equal(ra.params.shape, rb.params.shape) and torch.equal(ra.params.translation, rb.params.translation)
+    first = torch.rand(3, generator=b.generator)
+    b.fit(str(PHOTO))
+    assert torch.equal(torch.rand(3, generator=b.generator), first)
+    assert not torch.equal(torch.rand(3, generator=a.generator), first)

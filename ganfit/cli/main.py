@@ -49,7 +49,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="output .obj for one photo, or a folder for several (default: %(default)s)")
     p.add_argument("--device", default=None, metavar="DEV",
                    help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--seed", type=int, default=None, help="random seed; the same seed gives the same result (default: 0)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the fit's random choices (default: 0); the landmark stage makes none (it is "
+                   "deterministic), so today any seed gives the same result")
     p.add_argument("--iterations", type=int, default=None, metavar="N",
                    help="most iterations of the landmark stage after the rigid warm-up; each photo stops earlier once "
                    "converged (default: 50 for lm, 400 for adam)")

@@ -53,7 +53,9 @@ class FitConfig:
     """Everything a fit needs to know. Load with `FitConfig.from_file`, override with `replace`.
 
     device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
-    seed: seeds every random choice of the fit; the same seed gives the same result.
+    seed: seed of the fit's random choices, drawn from one `torch.Generator` (`Fitter.generator`) that the
+        stages share. The landmark stage makes none: it is deterministic, so today every seed gives the
+        same result (tested); the joint stage's random renders (GANFit's id-hat) will draw from it.
     model: name of a registered face model ("bfm-3ddfa") or a path to a model file.
     stages: the stages to run, in order (this release: "landmarks").
     optimizer: "lm" (Levenberg-Marquardt on the landmark residuals: fast and exact for this small

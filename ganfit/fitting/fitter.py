@@ -41,6 +41,8 @@ class Fitter:
         self._stages: dict[str, LandmarkStage] = {}
         self._table_names: dict[str, str] = {}
         self._photo_texture = None
+        #: the fit's random numbers (`FitConfig.seed`), re-seeded at the start of every `fit`
+        self.generator = torch.Generator(device="cpu").manual_seed(self.config.seed)
         self._model_summary: dict | None = None
 
     @property
@@ -73,6 +75,7 @@ class Fitter:
             `FitResult`.
         """
         cfg = self.config
+        self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)  # every fit starts from the seed
         timings: dict[str, float] = {}
         t_all = time.perf_counter()
         items = list(images) if isinstance(images, (list, tuple)) else [images]
@@ -184,8 +187,9 @@ class Fitter:
                                w_shape=cfg.weights.shape_prior, w_expr=cfg.weights.expression_prior,
                                w_focal=cfg.weights.focal_prior, focal_log_sigma=cfg.focal_log_sigma)
         groups = {c: [i for i, ci in enumerate(conventions) if ci == c] for c in dict.fromkeys(conventions)}
-        per_solve = stage.rigid_iterations + stage.iterations if cfg.optimizer == "lm" else cfg.adam_iterations
-        bar = tqdm(total=per_solve * len(groups), desc="fit: landmarks", disable=cfg.quiet, leave=False)
+        # No total: every image stops by its own criterion, so the count of iterations is not known ahead
+        # (a total of the iteration limit would jump to the end when the solve converges).
+        bar = tqdm(total=None, desc="fit: landmarks", unit="it", disable=cfg.quiet, leave=False)
 
         def progress(it: int, entry: dict) -> None:
             if it:
@@ -199,8 +203,6 @@ class Fitter:
                 targets[rows], sizes[rows], weights=weights, energy=energy, focal_ratio=cfg.focal_ratio,
                 iterations=stage.iterations, rigid_iterations=stage.rigid_iterations, ftol=stage.tolerance,
                 optimizer=cfg.optimizer, adam_lr=cfg.adam_lr, adam_iterations=cfg.adam_iterations, progress=progress)))
-        bar.total = bar.n  # every image stops by its own criterion, mostly before the limit
-        bar.refresh()
         bar.close()
         return LandmarkStageResult.merge(parts, targets.shape[0])
 
