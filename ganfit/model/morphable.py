@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -37,6 +39,15 @@ _ARRAY_FIELDS = (
     "texture_basis",
     "texture_std",
 )
+
+#: arrays every .npz model has (the others are optional).
+_REQUIRED_NPZ = ("mean", "shape_basis", "shape_std", "expression_basis", "expression_std", "triangles",
+                 "landmark_indices")
+
+
+def _index_text(index: np.ndarray) -> str:
+    """``[i, j, k]`` for an index tuple, as numpy writes it."""
+    return "[" + ", ".join(str(int(i)) for i in index) + "]"
 
 
 @dataclass(eq=False)
@@ -99,8 +110,10 @@ class MorphableModel:
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
-        """Raise `ModelFormatError` if the arrays do not fit together."""
-        v = self.mean.shape[0]
+        """Raise `ModelFormatError` if the arrays do not fit together, hold NaN or infinity, or a standard
+        deviation (shape_std, expression_std, texture_std) is zero or negative; the message names the
+        array and the first bad index."""
+        v = self.mean.shape[0] if self.mean.ndim else 0
 
         def need(cond: bool, what: str) -> None:
             if not cond:
@@ -127,15 +140,28 @@ class MorphableModel:
         need(
             self.landmark_indices.min() >= 0 and self.landmark_indices.max() < v, "landmark index out of range"
         )
-        for name, arr in (("mean", self.mean), ("shape_basis", self.shape_basis), ("expression_basis", self.expression_basis)):
-            need(bool(np.isfinite(arr).all()), f"{name} contains NaN or infinity")
+        for name in ("mean", "shape_basis", "shape_std", "expression_basis", "expression_std", "uv",
+                     "texture_mean", "texture_basis", "texture_std"):
+            arr = getattr(self, name)
+            if arr is not None and arr.size and not np.isfinite(arr).all():
+                first = np.argwhere(~np.isfinite(arr))[0]
+                need(False, f"{name}{_index_text(first)} is {arr[tuple(first)]}; every value must be finite: "
+                     "the model file is corrupt or was converted wrongly (re-convert it from the original)")
+        for name in ("shape_std", "expression_std", "texture_std"):
+            arr = getattr(self, name)
+            if arr is not None and arr.size and not (arr > 0).all():
+                i = int(np.flatnonzero(~(arr > 0))[0])
+                need(False, f"{name}[{i}] is {arr[i]:g}; every standard deviation must be positive: the model "
+                     "file is corrupt or this field holds something else (re-convert it from the original)")
         if self.uv is not None:
             if self.uv_triangles is None:
                 need(self.uv.shape == (v, 2), f"per-vertex uv must be (V={v}, 2), got {self.uv.shape}")
             else:
                 need(self.uv_triangles.shape == self.triangles.shape, "uv_triangles must match triangles")
                 need(self.uv.ndim == 2 and self.uv.shape[1] == 2, "uv must be (T, 2)")
-                need(self.uv_triangles.max() < self.uv.shape[0], "uv_triangles index out of range")
+                if self.uv_triangles.size:
+                    need(0 <= self.uv_triangles.min() and self.uv_triangles.max() < self.uv.shape[0],
+                         "uv_triangles index out of range")
         for key, mask in self.regions.items():
             need(mask.shape == (v,), f"region {key!r} must be a (V,) mask")
         if self.texture_mean is not None:
@@ -268,25 +294,65 @@ class MorphableModel:
 
         Fields: ``header`` (JSON: name, meta, version), the arrays named as the attributes, and
         ``region/<name>`` masks.
+
+        Raises:
+            ModelFormatError: ``"<path>: corrupt or not a ganfit model file: <why>"`` for an empty,
+                truncated or damaged file, one that is not an .npz, a header that is not ganfit's JSON,
+                or arrays that cannot be read; the arrays' own checks (`validate`) name the array.
         """
+
+        def bad(why: str) -> ModelFormatError:
+            return ModelFormatError(
+                f"{path}: corrupt or not a ganfit model file: {why}; write one with `ganfit model convert` "
+                "or MorphableModel.save_npz"
+            )
+
         try:
             data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ModelFormatError(f"{path}: not a readable .npz face model ({exc})") from exc
+        except EOFError as exc:
+            raise bad("the file is empty") from exc
+        except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+            raise bad(f"not a readable .npz archive ({_reason(exc)})") from exc
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a bare .npy array under an .npz name
+            raise bad("a single .npy array, not an .npz archive of named arrays")
         with data:
-            if "header" not in data.files:
-                raise ModelFormatError(f"{path}: no 'header' entry; not a ganfit face model")
-            header = json.loads(bytes(data["header"]).decode())
-            if header.get("format") != "ganfit-morphable-model":
-                raise ModelFormatError(f"{path}: header says format {header.get('format')!r}")
-            if header.get("version", 0) > NPZ_FORMAT_VERSION:
-                raise ModelFormatError(f"{path}: written by a newer ganfit (format version {header['version']})")
-            missing = [n for n in ("mean", "shape_basis", "shape_std", "expression_basis", "expression_std", "triangles", "landmark_indices") if n not in data.files]
-            if missing:
-                raise ModelFormatError(f"{path}: missing arrays {missing}")
-            kwargs = {n: data[n] for n in _ARRAY_FIELDS if n in data.files}
-            regions = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("region/")}
-        return cls(name=header["name"], regions=regions, meta=header.get("meta", {}), **kwargs)
+            try:
+                if "header" not in data.files:
+                    raise bad("no 'header' entry")
+                header = json.loads(bytes(data["header"]).decode("utf-8"))
+                if not isinstance(header, dict):
+                    raise bad("the header is not a JSON object")
+                if header.get("format") != "ganfit-morphable-model":
+                    raise bad(f"the header says format {header.get('format')!r}")
+                version, name, meta = header.get("version", 0), header.get("name"), header.get("meta", {})
+                if isinstance(version, bool) or not isinstance(version, int):
+                    raise bad(f"the header's version is {version!r}, not an integer")
+                if version > NPZ_FORMAT_VERSION:
+                    raise ModelFormatError(
+                        f"{path}: written by a newer ganfit (format version {version}; this one reads "
+                        f"{NPZ_FORMAT_VERSION}); upgrade ganfit"
+                    )
+                if not isinstance(name, str) or not isinstance(meta, dict):
+                    raise bad("the header needs a string 'name' and an object 'meta'")
+                missing = [n for n in _REQUIRED_NPZ if n not in data.files]
+                if missing:
+                    raise bad(f"missing arrays {missing}")
+                kwargs = {n: data[n] for n in _ARRAY_FIELDS if n in data.files}
+                regions = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("region/")}
+            except (ValueError, UnicodeDecodeError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+                what = "the header is not JSON" if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)) else \
+                    "an entry cannot be read"
+                raise bad(f"{what} ({_reason(exc)})") from exc
+        try:
+            return cls(name=name, regions=regions, meta=meta, **kwargs)
+        except ModelFormatError as exc:
+            raise ModelFormatError(f"{path}: {exc}") from exc
+        except (ValueError, TypeError) as exc:
+            raise bad(f"an array has the wrong type ({_reason(exc)})") from exc
 
+
+def _reason(exc: BaseException) -> str:
+    """An exception as a short phrase for a message: its text, or its type when it has none."""
+    return str(exc).strip() or type(exc).__name__
 
 __all__ = ["MorphableModel", "NPZ_FORMAT_VERSION"]
