@@ -48,7 +48,7 @@ def test_obj_round_trip_all_attributes(tmp_path):
     np.testing.assert_array_equal(m.normal_triangles, tris)
     assert m.mtllib == "face.mtl"
     text = path.read_text()
-    assert text.startswith("# test mesh\n# second line\n")
+    assert text.startswith("mtllib face.mtl\n# test mesh\n# second line\n")  # mtllib first: never found in a comment
     assert "usemtl skin\n" in text
     mtl = (tmp_path / "face.mtl").read_text()
     assert "newmtl skin\n" in mtl and "map_Kd face_texture.png\n" in mtl

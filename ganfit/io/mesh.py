@@ -1,9 +1,10 @@
-"""Mesh files: Wavefront OBJ (+ MTL), binary PLY, and a minimal OBJ reader.
+"""Mesh files: Wavefront OBJ (+ MTL), binary PLY, binary glTF (GLB), and a minimal OBJ reader.
 
 OBJ as written here::
 
+    mtllib face.mtl                 (when a material is given; first, so that readers which search the
+                                     text for "mtllib" never find it in a comment)
     # comment
-    mtllib face.mtl                 (when a material is given)
     v x y z r g b                   (colours in [0, 1]: the extension read by MeshLab, Blender, trimesh)
     vt u v                          (v up, OBJ convention)
     vn nx ny nz
@@ -11,7 +12,9 @@ OBJ as written here::
     f a/b/c ...                     (1-based; a/b, a//c or a as the attributes present)
 
 Vertices, UVs and normals are written with 6 decimals (micrometres for millimetre meshes), colours
-with 4. Every file is written atomically (`ganfit._atomic.atomic_open`): a failure leaves no
+with 4. Names written into a file (``mtllib``, ``usemtl``/``newmtl``, ``map_Kd``, PLY ``TextureFile``)
+must be free of line breaks and control characters (`OutputError` otherwise); comments are escaped onto
+their lines (`ganfit._names.escape_controls`), so no string can add a line to a file. Every file is written atomically (`ganfit._atomic.atomic_open`): a failure leaves no
 half-written file and an existing file untouched. Formatting is vectorised (one ``%`` over all rows),
 so a 53k-vertex / 105k-triangle mesh writes in a fraction of a second.
 """
@@ -26,9 +29,11 @@ from typing import IO
 import numpy as np
 
 from .._atomic import atomic_open
+from .._names import check_name, escape_controls, has_unsafe
 from ..errors import ModelFormatError, OutputError
 
-__all__ = ["Material", "ObjMesh", "write_obj", "obj_text", "mtl_text", "write_ply", "read_obj"]
+__all__ = ["Material", "ObjMesh", "write_obj", "obj_text", "mtl_text", "write_ply", "ply_bytes", "write_glb",
+           "glb_bytes", "read_obj"]
 
 _CHUNK_ROWS = 65536  # rows formatted per `%` call (bounds the size of the temporary tuple)
 
@@ -108,9 +113,28 @@ def _check_indices(tris: np.ndarray, n: int, name: str) -> None:
         _check(int(tris.min()) >= 0 and int(tris.max()) < n, f"{name} index out of range for {n} entries")
 
 
+def _check_material_name(name: str) -> None:
+    _check(bool(name) and not any(c.isspace() for c in name) and not has_unsafe(name),
+           "material name must be non-empty, without spaces or control characters")
+
+
+def _comment_lines(comment: str | None) -> list[str]:
+    """A comment as lines without line breaks or control characters (each escaped)."""
+    if not comment:
+        return []
+    return [escape_controls(line) for line in str(comment).splitlines()] or [""]
+
+
 def mtl_text(material: Material) -> str:
-    """The ``.mtl`` file content for `material` (``newmtl``, ``Ka/Kd/Ks``, ``map_Kd`` if textured)."""
-    _check(bool(material.name) and not any(c.isspace() for c in material.name), "material name must be non-empty, no spaces")
+    """The ``.mtl`` file content for `material` (``newmtl``, ``Ka/Kd/Ks``, ``map_Kd`` if textured).
+
+    Raises:
+        OutputError: a material name with whitespace or control characters, or a texture name with a line
+            break or control character.
+    """
+    _check_material_name(material.name)
+    if material.texture:
+        check_name(material.texture, "the texture file name")
     lines = [
         "# written by ganfit",
         f"newmtl {material.name}",
@@ -159,7 +183,10 @@ def _obj_writer(vertices, triangles, uv, uv_triangles, vertex_colors, normals, m
         _check(nrm.shape == (nv, 3), f"normals must be (V={nv}, 3), got {nrm.shape}")
         _check(bool(np.isfinite(nrm).all()), "normals contain NaN or infinity")
     if mtl is not None:
-        _check(bool(mtl.name) and not any(c.isspace() for c in mtl.name), "material name must be non-empty, no spaces")
+        _check_material_name(mtl.name)
+        if mtllib:
+            check_name(mtllib, "the material library name")
+    comment_lines = _comment_lines(comment)
 
     # Face rows: 1-based, interleaved per corner as the attributes present require.
     columns = [tris + 1]
@@ -174,12 +201,11 @@ def _obj_writer(vertices, triangles, uv, uv_triangles, vertex_colors, normals, m
     face_fmt = "f " + " ".join([corner] * 3) + "\n"
 
     def write_body(fh: IO[str]) -> None:
-        if comment:
-            for line in str(comment).splitlines() or [""]:
-                fh.write(f"# {line}\n")
-        fh.write(f"# {nv} vertices, {tris.shape[0]} triangles\n")
         if mtl is not None and mtllib:
             fh.write(f"mtllib {mtllib}\n")
+        for line in comment_lines:
+            fh.write(f"# {line}\n")
+        fh.write(f"# {nv} vertices, {tris.shape[0]} triangles\n")
         if cols is not None:
             _format_rows(fh, "v %.6f %.6f %.6f %.4f %.4f %.4f\n", np.concatenate([verts, cols], axis=1))
         else:
@@ -272,29 +298,29 @@ def write_obj(
 
 
 # ---------------------------------------------------------------------------- PLY
-def write_ply(
-    path: str | os.PathLike,
+def ply_bytes(
     vertices,
     triangles,
     *,
     vertex_colors=None,
     normals=None,
+    uv=None,
+    texture: str | None = None,
     comment: str | None = None,
-) -> Path:
-    """Write a binary little-endian PLY: float32 ``x y z`` (+ ``nx ny nz``) (+ uchar ``red green blue``)
-    per vertex and ``uchar count, int32 indices`` per face.
+) -> bytes:
+    """The content of a binary PLY file; see `_ply_parts`."""
+    return b"".join(_ply_parts(vertices, triangles, vertex_colors, normals, uv, texture, comment))
 
-    Args:
-        path: output ``.ply`` path.
-        vertices: (V, 3) positions.
-        triangles: (F, 3) 0-based vertex indices.
-        vertex_colors: (V, 3) colours in [0, 1] (clipped, rounded to 8 bits), or None.
-        normals: (V, 3) normals, or None.
-        comment: a one-line comment for the header.
-    Raises:
-        OutputError: inconsistent arrays or the file cannot be written.
+
+def _ply_parts(vertices, triangles, vertex_colors, normals, uv, texture, comment) -> tuple[bytes, bytes, bytes]:
+    """Header, vertex records and face records of a binary PLY. The content of a binary little-endian PLY: float32 ``x y z`` (+ ``nx ny nz``) (+ uchar
+    ``red green blue``) (+ float32 ``texture_u texture_v``) per vertex and ``uchar count, int32 indices``
+    per face; with `texture`, a ``comment TextureFile <name>`` header line (read by MeshLab and trimesh).
+
+    Args as in `write_ply`. Raises:
+        OutputError: inconsistent arrays, non-finite values, or a texture name with a line break or
+            control character.
     """
-    path = Path(path)
     verts = _as_numpy(vertices, "vertices", np.float64)
     tris = _as_numpy(triangles, "triangles", np.int64)
     _check(verts.ndim == 2 and verts.shape[1] == 3, f"vertices must be (V, 3), got {verts.shape}")
@@ -316,6 +342,14 @@ def write_ply(
         _check(bool(np.isfinite(cols).all()), "vertex_colors contain NaN or infinity")
         fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
         props += ["property uchar red", "property uchar green", "property uchar blue"]
+    uvs = _as_numpy(uv, "uv", np.float64)
+    if uvs is not None:
+        _check(uvs.shape == (nv, 2), f"PLY uv must be per vertex (V={nv}, 2), got {uvs.shape}")
+        _check(bool(np.isfinite(uvs).all()), "uv contains NaN or infinity")
+        fields += [("texture_u", "<f4"), ("texture_v", "<f4")]
+        props += ["property float texture_u", "property float texture_v"]
+    if texture is not None:
+        check_name(texture, "the PLY texture file name")
 
     vrec = np.empty(nv, dtype=fields)
     vrec["x"], vrec["y"], vrec["z"] = verts[:, 0], verts[:, 1], verts[:, 2]
@@ -324,20 +358,144 @@ def write_ply(
     if cols is not None:
         c8 = np.round(np.clip(cols, 0.0, 1.0) * 255.0).astype(np.uint8)
         vrec["red"], vrec["green"], vrec["blue"] = c8[:, 0], c8[:, 1], c8[:, 2]
+    if uvs is not None:
+        vrec["texture_u"], vrec["texture_v"] = uvs[:, 0], uvs[:, 1]
     frec = np.empty(tris.shape[0], dtype=[("n", "u1"), ("i", "<i4", (3,))])
     frec["n"] = 3
     frec["i"] = tris
 
     header = ["ply", "format binary_little_endian 1.0"]
-    if comment:
-        header += [f"comment {line}" for line in str(comment).splitlines()]
+    # Comments: one escaped, ASCII line each (the header is ASCII; a non-ASCII name must not fail the write).
+    header += [f"comment {line}".encode("ascii", "backslashreplace").decode("ascii") for line in _comment_lines(comment)]
+    if texture is not None:
+        header.append(f"comment TextureFile {texture}")
     header += [f"element vertex {nv}", *props, f"element face {tris.shape[0]}",
                "property list uchar int vertex_indices", "end_header"]
+    return ("\n".join(header) + "\n").encode("utf-8"), vrec.tobytes(), frec.tobytes()
+
+
+def write_ply(
+    path: str | os.PathLike,
+    vertices,
+    triangles,
+    *,
+    vertex_colors=None,
+    normals=None,
+    uv=None,
+    texture: str | None = None,
+    comment: str | None = None,
+) -> Path:
+    """Write a binary little-endian PLY (the content of `ply_bytes`), atomically.
+
+    Args:
+        path: output ``.ply`` path.
+        vertices: (V, 3) positions.
+        triangles: (F, 3) 0-based vertex indices.
+        vertex_colors: (V, 3) colours in [0, 1] (clipped, rounded to 8 bits), or None.
+        normals: (V, 3) normals, or None.
+        uv: (V, 2) per-vertex texture coordinates (v up), or None.
+        texture: the texture image's file name, relative to the PLY, or None.
+        comment: header comment (each line escaped to printable ASCII).
+    Raises:
+        OutputError: inconsistent arrays or the file cannot be written.
+    """
+    path = Path(path)
+    parts = _ply_parts(vertices, triangles, vertex_colors, normals, uv, texture, comment)
     try:
         with atomic_open(path, "wb") as fh:
-            fh.write(("\n".join(header) + "\n").encode("ascii"))
-            fh.write(vrec.tobytes())
-            fh.write(frec.tobytes())
+            for part in parts:
+                fh.write(part)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+# ---------------------------------------------------------------------------- GLB
+def glb_bytes(
+    vertices,
+    triangles,
+    *,
+    uv=None,
+    uv_triangles=None,
+    texture=None,
+    vertex_colors=None,
+) -> bytes:
+    """The content of a binary glTF 2.0 file (GLB) of one triangle mesh, written with trimesh.
+
+    glTF's conventions: metres, y up, right-handed (pass model-space millimetres times 1e-3). With `uv` and
+    `texture` the mesh gets a PBR material whose base colour is the texture (embedded as PNG); otherwise
+    `vertex_colors` become the ``COLOR_0`` attribute. A UV layout with seams (`uv_triangles`) is turned
+    into per-vertex UVs by splitting the seam vertices (so the vertex count can grow).
+
+    Args:
+        vertices: (V, 3) positions in metres.
+        triangles: (F, 3) 0-based vertex indices.
+        uv: (V, 2) per-vertex, or (T, 2) with `uv_triangles` (F, 3); v up (as in OBJ).
+        texture: (H, W, 3) image in [0, 1] (float) or uint8, row 0 at the top; needs `uv`.
+        vertex_colors: (V, 3) colours in [0, 1], used when there is no texture.
+    Raises:
+        OutputError: inconsistent arrays, non-finite values, or trimesh is not installed.
+    """
+    verts = _as_numpy(vertices, "vertices", np.float64)
+    tris = _as_numpy(triangles, "triangles", np.int64)
+    _check(verts.ndim == 2 and verts.shape[1] == 3, f"vertices must be (V, 3), got {verts.shape}")
+    _check(bool(np.isfinite(verts).all()), "vertices contain NaN or infinity")
+    nv = verts.shape[0]
+    _check_indices(tris, nv, "triangles")
+    uvs = _as_numpy(uv, "uv", np.float64)
+    uv_tris = _as_numpy(uv_triangles, "uv_triangles", np.int64)
+    cols = _as_numpy(vertex_colors, "vertex_colors", np.float64)
+    if cols is not None:
+        _check(cols.shape == (nv, 3), f"vertex_colors must be (V={nv}, 3), got {cols.shape}")
+        _check(bool(np.isfinite(cols).all()), "vertex_colors contain NaN or infinity")
+    image = None
+    if texture is not None:
+        _check(uvs is not None, "a GLB texture needs uv")
+        tex = np.asarray(texture)
+        _check(tex.ndim == 3 and tex.shape[2] in (3, 4), f"texture must be (H, W, 3), got {tex.shape}")
+        if tex.dtype != np.uint8:
+            tex = np.round(np.clip(np.nan_to_num(tex.astype(np.float64)), 0.0, 1.0) * 255.0).astype(np.uint8)
+        image = tex
+    if uvs is not None:
+        _check(uvs.ndim == 2 and uvs.shape[1] == 2, f"uv must be (V, 2) or (T, 2), got {uvs.shape}")
+        _check(bool(np.isfinite(uvs).all()), "uv contains NaN or infinity")
+        if uv_tris is not None:
+            _check(uv_tris.shape == tris.shape, f"uv_triangles must be {tris.shape}, got {uv_tris.shape}")
+            _check_indices(uv_tris, uvs.shape[0], "uv_triangles")
+            # one glTF vertex per distinct (position, uv) corner pair
+            pairs, inverse = np.unique(np.stack([tris.ravel(), uv_tris.ravel()], 1), axis=0, return_inverse=True)
+            verts, uvs, tris = verts[pairs[:, 0]], uvs[pairs[:, 1]], inverse.reshape(-1, 3)
+            cols = None if cols is None else cols[pairs[:, 0]]
+        else:
+            _check(uvs.shape[0] == nv, f"per-vertex uv must be (V={nv}, 2), got {uvs.shape}; pass uv_triangles")
+    try:
+        import trimesh
+        from PIL import Image as PILImage
+    except ImportError as exc:  # pragma: no cover - trimesh is a dependency
+        raise OutputError(f"writing GLB needs trimesh ({exc}); install it: pip install 'trimesh>=4.0'") from exc
+
+    if image is not None:
+        visual = trimesh.visual.TextureVisuals(uv=uvs, image=PILImage.fromarray(image))
+    elif cols is not None:
+        rgba = np.concatenate([np.round(np.clip(cols, 0, 1) * 255), np.full((len(cols), 1), 255)], 1).astype(np.uint8)
+        visual = trimesh.visual.ColorVisuals(vertex_colors=rgba)
+    else:
+        visual = None
+    mesh = trimesh.Trimesh(vertices=verts, faces=tris, visual=visual, process=False, validate=False)
+    return bytes(mesh.export(file_type="glb"))
+
+
+def write_glb(path: str | os.PathLike, vertices, triangles, **kwargs) -> Path:
+    """Write `glb_bytes(vertices, triangles, **kwargs)` to `path` atomically.
+
+    Raises:
+        OutputError: as `glb_bytes`, or the file cannot be written.
+    """
+    path = Path(path)
+    data = glb_bytes(vertices, triangles, **kwargs)
+    try:
+        with atomic_open(path, "wb") as fh:
+            fh.write(data)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
