@@ -1,8 +1,19 @@
 """Errors a user can cause. Each says what went wrong and what to do about it.
 
 The CLI prints a `GanfitError` as one line (no traceback) and exits non-zero; anything else is a bug.
+
+Exit codes of the ``ganfit`` command: `EXIT_OK` (0) everything done; `EXIT_SOME_FAILED` (1) some inputs
+failed, the others were done and written; `EXIT_ERROR` (2) nothing was done (bad options, model, output
+path, or every input failed); `EXIT_INTERRUPTED` (130) Ctrl-C.
 """
 from __future__ import annotations
+
+from typing import Any, Sequence
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 class GanfitError(Exception):
@@ -41,3 +52,13 @@ class OutputError(GanfitError):
 
 class FitError(GanfitError):
     """Optimization failed (for example the parameters became NaN)."""
+
+
+class NothingFittedError(GanfitError):
+    """None of the inputs could be fitted; `failures` holds each one's error (`FitFailure`)."""
+
+    def __init__(self, failures: Sequence[Any]) -> None:
+        self.failures = list(failures)
+        first = str(self.failures[0]) if self.failures else "no inputs"
+        more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
+        super().__init__(f"no input could be fitted: {first}{more}")

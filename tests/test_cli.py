@@ -62,7 +62,7 @@ def _bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     yy, xx = np.mgrid[0:256, 0:256]
     Image.fromarray(np.stack([xx, yy, (xx + yy) // 2], -1).astype(np.uint8)).save(noface)
     return {
-        "missing": (tmp / "nope.jpg", "no such file"),
+        "missing": (tmp / "nope.jpg", "not found"),
         "text": (text, "not"),
         "empty": (empty, "empty"),
         "truncated": (trunc, "truncat"),
@@ -181,3 +181,33 @@ def test_landmark_file_for_another_image(tmp_path, capsys):
     out_dir = tmp_path / "out"
     code, out, err = run(["fit", str(PHOTO), "--landmarks", str(lm), "-o", str(out_dir / "face.obj"), "-q"], capsys)
     assert_clean_failure(code, err, out_dir, "lie inside the 512x512 image")
+
+
+@pytest.mark.parametrize("command, words", [
+    (["model", "info"], "print"),
+    (["model", "convert"], ".npz"),
+])
+def test_model_subcommands_have_a_description(command, words, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "-h"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    usage, _, rest = text.partition("\n\n")
+    description = rest.split("\n\n")[0]
+    assert usage.startswith(f"usage: ganfit {' '.join(command)}")
+    assert not description.startswith(("positional arguments", "options")), text
+    assert len(description) > 60 and words in description
+    if command[-1] == "convert":
+        assert ".txt, .json or .npy" in " ".join(text.split())
+
+
+def test_package_metadata_describes_what_ships():
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    described = cfg["metadata"]["description"]
+    packages = cfg["options.packages.find"]["include"]
+    if not (ROOT / "dfmvr").is_dir():
+        assert "dfmvr" not in packages and "DF-MVR" not in described
+    assert "landmark" in described and "ganfit*" in packages

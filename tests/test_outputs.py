@@ -109,3 +109,158 @@ def test_glb_carries_mesh_and_texture(tmp_path):
     (mesh,) = trimesh.load(io.BytesIO(glb_bytes(verts, tris, vertex_colors=colors)), file_type="glb",
                            process=False).geometry.values()
     np.testing.assert_allclose(mesh.visual.vertex_colors[:, :3] / 255.0, colors, atol=1 / 255)
+
+
+# ---------------------------------------------------------------------------- output path rules
+def test_output_layout_rules(tmp_path):
+    from ganfit.fitting.outputs import output_layout
+
+    one = output_layout(tmp_path / "face.obj", ["a/photo.jpg"])
+    assert [p.name for p in one[0].paths()] == ["face.obj", "face_texture.png", "face.mtl", "face.json", "face_overlay.png"]
+    (ply,) = output_layout(tmp_path / "face.PLY", ["p.jpg"])
+    assert ply.format == "ply" and ply.mesh.name == "face.ply" and ply.mtl is None and ply.texture.name == "face_texture.png"
+    (glb,) = output_layout(tmp_path / "face.glb", ["p.jpg"])
+    assert glb.format == "glb" and glb.texture is None and glb.mtl is None
+    # several photos and a file path: numbered by input position, whichever failed
+    assert [f.mesh.name for f in output_layout(tmp_path / "f.obj", ["a", "c"], indices=[0, 2])] == ["f_0.obj", "f_2.obj"]
+    assert [f.mesh.name for f in output_layout(tmp_path / "f.obj", ["c"], indices=[2])] == ["f_2.obj"]
+    # folders: trailing slash, no extension, an existing folder with any name
+    names = ["x/Photo.jpg", "y/photo.png", f"{EVIL}.jpg", None]
+    for folder in (f"{tmp_path}/out/", tmp_path / "out2"):
+        stems = [f.mesh.stem for f in output_layout(folder, names)]
+        assert stems == ["Photo", "photo_1", "x_mtllib_evil.mtl_v_9_9_9", "face_3"]  # distinct ignoring case
+    (tmp_path / "run.v2").mkdir()
+    assert output_layout(tmp_path / "run.v2", ["p.jpg"])[0].mesh == tmp_path / "run.v2" / "p.obj"
+    assert output_layout(f"{tmp_path}/face.obj/", ["p.jpg"])[0].mesh == tmp_path / "face.obj" / "p.obj"
+
+
+@pytest.mark.parametrize("name", ["face.stl", "face.gltf", "face.xyz", "face.obj.bak"])
+def test_unknown_output_extensions_are_refused(tmp_path, name):
+    from ganfit.fitting.outputs import output_layout
+
+    with pytest.raises(OutputError, match=r"unsupported output format .*\.obj, \.ply, \.glb"):
+        output_layout(tmp_path / name, ["p.jpg"])
+
+
+def test_targets_that_are_folders_are_refused_before_writing(tmp_path):
+    from ganfit.fitting.outputs import check_targets, output_layout
+
+    (tmp_path / "face.obj").mkdir()
+    with pytest.raises(OutputError, match="existing folder"):
+        output_layout(tmp_path / "face.obj", ["p.jpg"])
+    (tmp_path / "out" / "p_texture.png").mkdir(parents=True)
+    with pytest.raises(OutputError, match="p_texture.png: it is a folder"):
+        check_targets(output_layout(tmp_path / "out", ["p.jpg"]))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        check_targets(output_layout(tmp_path / "file" / "sub" / "face.obj", ["p.jpg"]))
+
+
+# ---------------------------------------------------------------------------- one face, one set
+def _set(tmp_path, tag: str):
+    from ganfit.fitting.outputs import output_layout
+
+    (face,) = output_layout(tmp_path / "face.obj", ["p.jpg"])
+    payloads = [(face.texture, f"png {tag}".encode()), (face.mtl, f"mtl {tag}"), (face.json, f"json {tag}"),
+                (face.overlay, f"ov {tag}".encode()), (face.mesh, f"obj {tag}")]
+    return face, payloads
+
+
+def _contents(folder: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(folder.iterdir())}
+
+
+def test_face_set_is_written_whole_and_mesh_last(tmp_path, monkeypatch):
+    import ganfit._atomic as atomic
+    from ganfit.fitting.outputs import write_face_set
+
+    face, payloads = _set(tmp_path, "new")
+    order = []
+    real = atomic.os.replace
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (order.append(Path(b).name), real(a, b)))
+    written = write_face_set(face, payloads[::-1])
+    assert [p.name for p in written][-1] == "face.obj" and order[-1] == "face.obj"
+    assert _contents(tmp_path) == {"face.json": "json new", "face.mtl": "mtl new", "face.obj": "obj new",
+                                   "face_overlay.png": "ov new", "face_texture.png": "png new"}
+
+
+@pytest.mark.parametrize("when", ["writing", "renaming"])
+def test_interrupted_set_leaves_the_old_set_and_no_temporaries(tmp_path, monkeypatch, when):
+    import ganfit._atomic as atomic
+    import ganfit.fitting.outputs as outputs
+
+    face, old = _set(tmp_path, "old")
+    outputs.write_face_set(face, old)
+    before = _contents(tmp_path)
+    _, new = _set(tmp_path, "new")
+    calls = []
+
+    def interrupt(real):
+        def wrapped(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:  # Ctrl-C in the middle of the set
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+        return wrapped
+
+    if when == "writing":
+        monkeypatch.setattr(outputs, "write_temporary", interrupt(outputs.write_temporary))
+    else:
+        monkeypatch.setattr(atomic.os, "replace", interrupt(atomic.os.replace))
+    with pytest.raises(KeyboardInterrupt):
+        outputs.write_face_set(face, new)
+    assert _contents(tmp_path) == before  # the old set, whole; no temporaries or backups
+
+
+def test_interrupted_first_write_leaves_nothing(tmp_path, monkeypatch):
+    import ganfit._atomic as atomic
+    import ganfit.fitting.outputs as outputs
+
+    face, new = _set(tmp_path, "new")
+    real = atomic.os.replace
+    calls = []
+
+    def replace(a, b):
+        calls.append(b)
+        if len(calls) == 4:
+            raise OSError(28, "No space left on device")
+        return real(a, b)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(OutputError, match="No space left"):
+        outputs.write_face_set(face, new)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_during_the_renames_is_held_until_the_set_is_complete(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import ganfit._atomic as atomic
+    from ganfit.fitting.outputs import write_face_set
+
+    face, new = _set(tmp_path, "new")
+    real = atomic.os.replace
+    sent = []
+
+    def replace(a, b):
+        if not sent:  # a real SIGINT between the first and the second rename
+            sent.append(os.kill(os.getpid(), signal.SIGINT))
+        return real(a, b)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        write_face_set(face, new)
+    assert set(_contents(tmp_path)) == {"face.json", "face.mtl", "face.obj", "face_overlay.png", "face_texture.png"}
+
+
+def test_files_of_the_older_set_that_the_new_one_lacks_are_removed(tmp_path):
+    from ganfit.fitting.outputs import write_face_set
+
+    face, old = _set(tmp_path, "old")
+    write_face_set(face, old)
+    (tmp_path / "face.ply").write_text("another format's file stays")
+    _, new = _set(tmp_path, "new")
+    write_face_set(face, [item for item in new if item[0] != face.overlay])  # --no-overlay this time
+    assert _contents(tmp_path) == {"face.json": "json new", "face.mtl": "mtl new", "face.obj": "obj new",
+                                   "face.ply": "another format's file stays", "face_texture.png": "png new"}

@@ -229,9 +229,12 @@ def test_face_json_has_the_time_of_every_step(bfm, tmp_path):
     result.save(tmp_path / "face.obj")
     timings = json.loads((tmp_path / "face.json").read_text())["timings_s"]
     steps = ["load", "detect", "landmark_stage", "geometry", "colors", "texture", "render"]
-    saves = ["save_png", "save_mtl", "save_obj", "save_overlay", "save_json", "save_write"]
-    assert set(steps + saves + ["texture_unwrap", "texture_complete", "total", "save"]) <= set(timings)
+    assert set(steps + ["texture_unwrap", "texture_complete", "total"]) <= set(timings)
     assert all(timings[k] >= 0 for k in timings)
     assert sum(timings[k] for k in steps) <= timings["total"] + 1e-6
     assert timings["texture_unwrap"] + timings["texture_complete"] <= timings["texture"] + 1e-6
-    assert sum(timings[k] for k in saves) <= timings["save"] + 1e-6
+    # saving is timed in the result (the JSON files hold the fit's timings as save found them)
+    saves = ["save_png", "save_mtl", "save_obj", "save_overlay", "save_json", "save_write"]
+    assert set(saves + ["save"]) <= set(result.timings)
+    assert all(result.timings[k] > 0 for k in saves)
+    assert sum(result.timings[k] for k in saves) <= result.timings["save"] + 1e-6

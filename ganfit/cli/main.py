@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import __version__
-from ..errors import GanfitError, OutputError
+from .._names import escape_controls
+from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, GanfitError, NothingFittedError, OutputError
 
 log = logging.getLogger("ganfit")
 
@@ -25,12 +26,23 @@ outputs (for -o out/face.obj):
                         timings and versions
   out/face_overlay.png  detected (green) vs fitted (red) landmarks | the mesh drawn over the photo |
                         the shaded, textured render blended on the photo
-With several photos and -o naming a folder, each photo gets <name>.obj/.mtl/_texture.png/.json/
-_overlay.png there.
+-o out/face.ply writes a binary PLY (colours, UVs, texture PNG beside it) instead of the OBJ and MTL;
+-o out/face.glb a binary glTF in metres with the texture embedded. Other extensions are refused.
+With several photos and -o naming a folder (a path ending in / or without an extension), each photo
+gets <name>.obj/.mtl/_texture.png/.json/_overlay.png there; with a file path they are numbered
+face_0.obj, face_1.obj, ... by the photo's position. Each face's files are written as one set:
+an error or Ctrl-C leaves all of them or none.
+
+exit status:
+  0    every photo was fitted and written
+  1    some photos failed (one error line each); the others were fitted and written
+  2    nothing was done: bad options, model, landmarks or output path, or every photo failed
+  130  interrupted (Ctrl-C); faces already written stay complete
 
 examples:
   ganfit fit examples/astronaut.png -o out/face.obj
   ganfit fit a.jpg b.jpg -o out/ --device cuda --seed 1
+  ganfit fit photo.jpg -o out/face.glb
   ganfit fit photo.jpg --landmarks photo.pts -o out/face.obj
 """
 
@@ -46,7 +58,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="photos to fit (JPEG, PNG, TIFF, WebP, ...); each is fitted as its own face")
     p.add_argument("-o", "--output", default="out/face.obj", metavar="PATH",
-                   help="output .obj for one photo, or a folder for several (default: %(default)s)")
+                   help="output mesh file (.obj, .ply or .glb) for one photo, or a folder (ending in /) for several (default: %(default)s)")
     p.add_argument("--device", default=None, metavar="DEV",
                    help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--seed", type=int, default=None, help="seed of the fit's random choices (default: 0); the landmark stage makes none (it is "
@@ -61,6 +73,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="68-point landmark files (.pts, .json, .npy, .txt), one per photo, instead of detecting")
     p.add_argument("--model", default=None, metavar="NAME|PATH",
                    help="face model: bfm-3ddfa (default) or a model file/folder (.npz, BFM .mat/.h5, FLAME .pkl, ICT-FaceKit folder)")
+    p.add_argument("--model-landmarks", default=None, metavar="FILE",
+                   help="the model's 68 landmark vertex indices (.txt, .json or .npy; for FLAME also DECA's "
+                   "landmark_embedding.npy), for models without iBUG-68 landmarks: BFM 2009/2017, FLAME")
     p.add_argument("--detector", choices=["dlib", "fan", "fan3d"], default=None,
                    help="landmark detector: dlib (offline default), fan (2D-FAN) or fan3d (3D-FAN, 3d landmark "
                    "convention); fan and fan3d need ganfit[fan] and their weights")
@@ -90,10 +105,11 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
 
 def _run_fit(args: argparse.Namespace) -> int:
     from ..fitting import FitConfig, Fitter
+    from ..fitting.outputs import check_targets, output_layout
 
     cfg = FitConfig.from_file(args.config) if args.config else FitConfig()
     changes: dict = {}
-    for name in ("device", "seed", "model", "detector", "face_index", "optimizer", "contour", "texture_size",
+    for name in ("device", "seed", "model", "model_landmarks", "detector", "face_index", "optimizer", "contour", "texture_size",
                  "landmark_convention", "landmark_sigma", "landmark_table"):
         value = getattr(args, name)
         if value is not None:
@@ -114,42 +130,54 @@ def _run_fit(args: argparse.Namespace) -> int:
     cfg = FitConfig.from_dict({**cfg.to_dict(), **{k: (v if not hasattr(v, "__dataclass_fields__") else v.__dict__) for k, v in changes.items()}})
     if args.landmarks and len(args.landmarks) != len(args.images):
         raise GanfitError(f"--landmarks got {len(args.landmarks)} files for {len(args.images)} photos; give one per photo")
-    _check_writable(Path(args.output), len(args.images))
-    for path in args.images:
-        if not Path(path).exists():
-            raise GanfitError(f"{path}: no such file")
+    layout = output_layout(args.output, args.images)  # refuses unknown extensions and unsafe names up front
+    check_targets(layout)
+    _check_writable(layout[0].mesh.parent)
 
-    result = Fitter(cfg).fit(args.images, landmarks=args.landmarks)
-    written = result.save(args.output, overlay=not args.no_overlay)
+    try:
+        result = Fitter(cfg).fit(args.images, landmarks=args.landmarks, on_error="skip")
+    except NothingFittedError as exc:
+        for failure in exc.failures:
+            _print_error(failure.error)
+        if len(exc.failures) > 1:
+            _print_error(f"none of the {len(exc.failures)} photos could be fitted; nothing written")
+        return EXIT_ERROR
+    for failure in result.failures:
+        _print_error(failure.error)
+    written = result.save(args.output, overlay=not args.no_overlay, progress=not args.quiet)
     if not args.quiet:
         err = result.reprojection_error_px()
         for i, src in enumerate(result.sources):
             ypr = result.params.euler_deg()[i].tolist()
-            print(f"{src}: landmark error {float(err[i]):.2f} px, yaw {ypr[0]:+.1f} pitch {ypr[1]:+.1f} roll {ypr[2]:+.1f} deg, "
-                  f"focal {float(result.params.focal[i]):.0f} px")
+            print(f"{escape_controls(src)}: landmark error {float(err[i]):.2f} px, yaw {ypr[0]:+.1f} pitch {ypr[1]:+.1f} "
+                  f"roll {ypr[2]:+.1f} deg, focal {float(result.params.focal[i]):.0f} px")
+        failed = f"; {len(result.failures)} of {len(args.images)} photos failed (see above)" if result.failures else ""
         print(f"fitted {len(result)} face(s) in {result.timings['total']:.2f} s "
-              f"(landmark stage {result.timings['landmark_stage']:.3f} s); wrote " + ", ".join(str(p) for p in written))
-    return 0
+              f"(landmark stage {result.timings['landmark_stage']:.3f} s); wrote "
+              + ", ".join(escape_controls(p) for p in written) + failed)
+    return EXIT_SOME_FAILED if result.failures else EXIT_OK
 
 
-def _check_writable(output: Path, n_images: int) -> None:
+def _print_error(message: object) -> None:
+    """One line on stderr: ``ganfit: error: <message>`` (control characters escaped)."""
+    print(f"ganfit: error: {escape_controls(message)}", file=sys.stderr)
+
+
+def _check_writable(folder: Path) -> None:
     """Fail before any work if the output folder cannot be created or written."""
-    folder = output.parent if output.suffix.lower() == ".obj" else output
-    if output.suffix.lower() == ".obj" and n_images > 1:
-        log.info("several photos and an .obj output: files will be numbered %s_0.obj, ...", output.stem)
     probe = folder
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise OutputError(f"cannot write to {folder}: {probe} is not a folder")
+        raise OutputError(f"cannot write to {escape_controls(folder)}: {escape_controls(probe)} is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write to {folder}: permission denied")
+        raise OutputError(f"cannot write to {escape_controls(folder)}: permission denied")
     if folder.exists():
         try:
             with tempfile.TemporaryFile(dir=folder):
                 pass
         except OSError as exc:
-            raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+            raise OutputError(f"cannot write to {escape_controls(folder)}: {exc.strerror or exc}") from None
 
 
 def _add_assets(sub: argparse._SubParsersAction) -> None:
@@ -168,13 +196,26 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model", help="inspect or convert face models", description="Inspect face models or convert them to ganfit's .npz format.")
     msub = p.add_subparsers(dest="model_command", metavar="{info,convert}")
     msub.required = True
-    info = msub.add_parser("info", help="print a face model's sizes, regions and checksum")
+    info = msub.add_parser(
+        "info", help="print a face model's sizes, regions and checksum",
+        description="Load a face model (a built-in name, or a file or folder in any supported format) and print "
+        "its name, vertex, triangle and component counts, UVs, regions, sha256 checksum and metadata (source "
+        "format, units, licence) as JSON.")
     info.add_argument("model", nargs="?", default="bfm-3ddfa", help="name or path (default: %(default)s)")
+    info.add_argument("--model-landmarks", dest="landmarks", metavar="FILE",
+                      help="68 landmark vertex indices (.txt, .json or .npy), for BFM 2009/2017 and FLAME files")
     info.set_defaults(func=_run_model_info)
-    conv = msub.add_parser("convert", help="load a model in any supported format and save it as .npz")
+    conv = msub.add_parser(
+        "convert", help="load a model in any supported format and save it as .npz",
+        description="Load a face model in any supported format (.npz, BFM 2009 / BFM_model_front .mat, BFM 2017 "
+        ".h5, FLAME .pkl, ICT-FaceKit or 3DDFA BFM folder), convert it to millimetres and save it as ganfit's "
+        ".npz, which loads fast and needs no --model-landmarks afterwards.")
     conv.add_argument("model", help="name or path of the source model")
     conv.add_argument("output", help="destination .npz")
-    conv.add_argument("--landmarks", metavar="FILE", help="68 landmark vertex indices, for formats that lack them")
+    conv.add_argument("--landmarks", "--model-landmarks", dest="landmarks", metavar="FILE",
+                      help="68 landmark vertex indices (.txt, .json or .npy; for FLAME also DECA's "
+                      "landmark_embedding.npy), needed by BFM 2009/2017 and FLAME; for other formats they "
+                      "replace the model's own")
     conv.set_defaults(func=_run_model_convert)
 
 
@@ -183,7 +224,7 @@ def _run_model_info(args: argparse.Namespace) -> int:
 
     from ..model.registry import load_model
 
-    print(json.dumps(load_model(args.model).summary(), indent=1))
+    print(json.dumps(load_model(args.model, landmarks=args.landmarks).summary(), indent=1))
     return 0
 
 
@@ -237,11 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except GanfitError as exc:
-        print(f"ganfit: error: {exc}", file=sys.stderr)
+        _print_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         print("ganfit: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._device import resolve_device
-from ..errors import ConfigError, LandmarkError, NoFaceError
+from ..errors import ConfigError, ImageError, LandmarkError, NoFaceError, NothingFittedError
 from ..model.morphable import MorphableModel
 from ..perception.landmark_file import check_landmark_placement
 from ..render.camera import PinholeCamera
@@ -21,7 +21,7 @@ from .config import FitConfig
 from .landmark_energy import EnergyWeights
 from .landmark_stage import LandmarkStage, LandmarkStageResult
 from .losses import landmark_weights
-from .result import FaceMesh, FitResult
+from .result import FaceMesh, FitFailure, FitResult
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class Fitter:
 
     def __init__(self, config: FitConfig | None = None, *, model: MorphableModel | None = None, detector: Any = None) -> None:
         self.config = config or FitConfig()
-        self.device = resolve_device(self.config.device)
+        self.device = resolve_device(self.config.device, float64=True)  # a bad device fails here, before any work
         self._model = model
         self._detector = detector
         self._stages: dict[str, LandmarkStage] = {}
@@ -47,11 +47,11 @@ class Fitter:
 
     @property
     def model(self) -> MorphableModel:
-        """The face model (loaded on first use from `config.model`)."""
+        """The face model (loaded on first use from `config.model`, with `config.model_landmarks`)."""
         if self._model is None:
             from ..model.registry import load_model
 
-            self._model = load_model(self.config.model)
+            self._model = load_model(self.config.model, landmarks=self.config.model_landmarks)
         return self._model
 
     @property
@@ -64,47 +64,56 @@ class Fitter:
         return self._detector
 
     # ------------------------------------------------------------------ public
-    def fit(self, images: Sequence[Any] | Any, landmarks: Sequence[Any] | Any | None = None) -> FitResult:
+    def fit(self, images: Sequence[Any] | Any, landmarks: Sequence[Any] | Any | None = None, *,
+            on_error: str = "raise") -> FitResult:
         """Fit every image (a path or an HxWx3 array, or a list of them) as one batch.
 
         Args:
             images: a path / array, or a list of them.
             landmarks: None (detect), or per image a (68, 2) array of pixel coordinates or a landmark file
                 (.pts, .json, .npy, .txt); a single one is accepted for a single image.
+            on_error: what an input that cannot be fitted (unreadable, no face, bad landmark file) does:
+                "raise" (default) raises its error; "skip" records it in `FitResult.failures` and fits the
+                others (the CLI's behaviour). Errors of the configuration or the model always raise.
         Returns:
-            `FitResult`.
+            `FitResult` of the inputs that could be fitted (`input_index` says which).
+        Raises:
+            NothingFittedError: under "skip", when no input could be fitted (its `failures` say why).
         """
+        if on_error not in ("raise", "skip"):
+            raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         cfg = self.config
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)  # every fit starts from the seed
-        timings: dict[str, float] = {}
+        timings: dict[str, float] = {"load": 0.0, "detect": 0.0}
         t_all = time.perf_counter()
         items = list(images) if isinstance(images, (list, tuple)) else [images]
         if not items:
             raise ConfigError("no images given")
-        lm_items = self._landmark_items(landmarks, len(items))
+        lm_specs = self._landmark_specs(landmarks, len(items))
+        model = self.model  # a bad face model fails here, before any slow work (decoding, detection)
 
-        t0 = time.perf_counter()
-        loaded = [self._load(item) for item in items]
-        timings["load"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        targets, detections = [], []
-        bar = tqdm(total=len(loaded), desc="landmarks", disable=cfg.quiet or len(loaded) < 2, leave=False)
-        for img, lm in zip(loaded, lm_items):
-            if lm is None:
-                det = self._detect(img)
-                targets.append(np.asarray(det.landmarks, dtype=np.float64))
-                detections.append(det)
+        loaded, targets, detections, index, failures = [], [], [], [], []
+        bar = tqdm(total=len(items), desc="landmarks", disable=cfg.quiet or len(items) < 2, leave=False)
+        for k, (item, spec) in enumerate(zip(items, lm_specs)):
+            try:
+                img, target, det = self._prepare(item, spec, k, timings)
+            except (ImageError, NoFaceError, LandmarkError) as exc:  # this input's fault: others go on
+                if on_error == "raise":
+                    raise
+                source = _source_name(item)
+                message = str(exc) if source is None or source in str(exc) else f"{source}: {exc}"
+                failures.append(FitFailure(index=k, source=source, error=message, kind=type(exc).__name__))
+                log.info("skipped input %d: %s", k, exc)
             else:
-                points, name = lm
-                check_landmark_placement(points, (img.pixels.shape[1], img.pixels.shape[0]), name)
-                targets.append(points)
-                detections.append(None)
+                loaded.append(img)
+                targets.append(target)
+                detections.append(det)
+                index.append(k)
             bar.update()
         bar.close()
-        timings["detect"] = time.perf_counter() - t0
+        if not loaded:
+            raise NothingFittedError(failures)
 
-        model = self.model
         target_t = torch.as_tensor(np.stack(targets), dtype=torch.float64, device=self.device)
         sizes = torch.tensor([[img.pixels.shape[1], img.pixels.shape[0]] for img in loaded], dtype=torch.float64, device=self.device)
         base = None if cfg.landmark_weights is None else torch.tensor(cfg.landmark_weights)
@@ -141,6 +150,8 @@ class Fitter:
                     for r, n, c in zip(stage_result.stop_reason, stage_result.iterations, conventions)],
             renders=renders,
             warnings=warnings,
+            input_index=index,
+            failures=failures,
         )
 
     # ------------------------------------------------------------------ steps
@@ -211,11 +222,25 @@ class Fitter:
 
         return load_image(item)
 
-    def _landmark_items(self, landmarks: Any, n: int) -> list[tuple[np.ndarray, str] | None]:
-        """Per image None (detect) or (68, 2) given landmarks with a name for messages (the file, or
-        "landmarks of image i")."""
-        from ..perception.landmark_file import read_landmarks, validate_landmarks
+    def _prepare(self, item: Any, spec: Any, k: int, timings: dict[str, float]):
+        """Decode input `k` and get its 68 target landmarks (read from `spec`, or detected when `spec` is
+        None). Returns (image, (68, 2) float64 landmarks, detection or None); raises the input's error."""
+        t0 = time.perf_counter()
+        img = self._load(item)
+        timings["load"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if spec is None:
+            det = self._detect(img)
+            target = np.asarray(det.landmarks, dtype=np.float64)
+        else:
+            target, name = self._read_landmarks(spec, k)
+            check_landmark_placement(target, (img.pixels.shape[1], img.pixels.shape[0]), name)
+            det = None
+        timings["detect"] += time.perf_counter() - t0
+        return img, target, det
 
+    def _landmark_specs(self, landmarks: Any, n: int) -> list[Any]:
+        """Per image None (detect) or what the user gave: a landmark file or a (68, 2) array."""
         if landmarks is None:
             return [None] * n
         if isinstance(landmarks, (str, Path)) or (isinstance(landmarks, np.ndarray) and landmarks.ndim == 2):
@@ -225,18 +250,18 @@ class Fitter:
         items = list(landmarks)
         if len(items) != n:
             raise LandmarkError(f"got landmarks for {len(items)} images but {n} images")
-        out: list[tuple[np.ndarray, str] | None] = []
-        for i, item in enumerate(items):
-            if item is None:
-                out.append(None)
-                continue
-            name = str(item) if isinstance(item, (str, Path)) else f"landmarks of image {i}"
-            if isinstance(item, (str, Path)):
-                arr = read_landmarks(item)
-            else:
-                arr = validate_landmarks(np.asarray(item, dtype=np.float64), 68, name)
-            out.append((arr, name))
-        return out
+        return items
+
+    @staticmethod
+    def _read_landmarks(spec: Any, k: int) -> tuple[np.ndarray, str]:
+        """(68, 2) landmarks from a file or an array, with a name for messages (the file, or "landmarks
+        of image k")."""
+        from ..perception.landmark_file import read_landmarks, validate_landmarks
+
+        if isinstance(spec, (str, Path)):
+            return read_landmarks(spec), str(spec)
+        name = f"landmarks of image {k}"
+        return validate_landmarks(np.asarray(spec, dtype=np.float64), 68, name), name
 
     def _fit_warnings(self, target: torch.Tensor, fitted: torch.Tensor, params, index: int, where: str) -> list[str]:
         """Warnings about one image's fit (`checks`: landmark error, pose, focal length), also logged."""
@@ -279,3 +304,8 @@ class Fitter:
         """Shaded, textured renders of each fitted face at overlay resolution (longer side <= 1024 px),
         as (h, w, 4) premultiplied RGBA float32; None where there is no texture to show."""
         return self._texture(model).renders(params, meshes, sizes, timings)
+
+
+def _source_name(item: Any) -> str | None:
+    """An input's path for reports (None for an array)."""
+    return str(item) if isinstance(item, (str, Path)) else None

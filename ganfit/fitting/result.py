@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._atomic import atomic_write_bytes, atomic_write_text
-from ..errors import OutputError
 from ..render.camera import PinholeCamera
+from .outputs import FaceOutputs, check_targets, make_folder, output_layout, write_face_set
 from .params import FitParams
 
 
@@ -45,6 +44,20 @@ class FaceMesh:
     normals_camera: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class FitFailure:
+    """An input that could not be fitted. index: its position in the input list; source: its path (None
+    for an array); error: the one-line message; kind: the error's class name (ImageError, NoFaceError, ...)."""
+
+    index: int
+    source: str | None
+    error: str
+    kind: str
+
+    def __str__(self) -> str:
+        return self.error
+
+
 @dataclass
 class FitResult:
     """The result of `Fitter.fit` for B images.
@@ -55,6 +68,8 @@ class FitResult:
     renders: per image a shaded, textured render (h, w, 4) premultiplied RGBA at overlay resolution, or None;
     warnings: per image the warnings about its fit (e.g. a poor landmark fit), also logged.
     solver: per image how each stage's solve ended: {"landmarks": {"stop_reason": ..., "iterations": ...}}.
+    input_index: per fitted image its position in the list given to `Fitter.fit` (empty: 0..B-1).
+    failures: the inputs that could not be fitted (`Fitter.fit(..., on_error="skip")`), in input order.
     """
 
     meshes: list[FaceMesh]
@@ -73,6 +88,8 @@ class FitResult:
     renders: list[np.ndarray | None] = field(default_factory=list, repr=False)
     warnings: list[list[str]] = field(default_factory=list)
     solver: list[dict[str, Any]] = field(default_factory=list)
+    input_index: list[int] = field(default_factory=list)
+    failures: list[FitFailure] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.meshes)
@@ -119,98 +136,107 @@ class FitResult:
             },
         }
 
-    def output_paths(self, path: str | Path) -> list[dict[str, Path]]:
-        """Where `save(path)` writes each image's files: obj, mtl-free json, overlay png.
+    def output_paths(self, path: str | Path) -> list[FaceOutputs]:
+        """Where `save(path)` writes each face's files (`outputs.output_layout`): a path ending in .obj,
+        .ply or .glb is one face's mesh file (numbered ``face_<k>`` for several input photos), a folder gets
+        ``<photo name>.obj`` per face; other extensions are refused.
 
-        A path ending in .obj is used as is for one image and numbered (``face_0.obj``) for several; any
-        other path is a folder that gets ``<photo name>.obj`` per image.
+        Raises:
+            OutputError: an unsupported extension or an unsafe file name.
         """
-        p = Path(path)
-        if p.suffix.lower() == ".obj":
-            stems = [p.stem] if len(self) == 1 else [f"{p.stem}_{i}" for i in range(len(self))]
-            folder = p.parent
-        else:
-            folder = p
-            stems, seen = [], set()
-            for i, src in enumerate(self.sources):
-                stem = Path(src).stem if src else f"face_{i}"
-                while stem in seen:
-                    stem = f"{stem}_{i}"
-                seen.add(stem)
-                stems.append(stem)
-        return [
-            {
-                "obj": folder / f"{s}.obj", "mtl": folder / f"{s}.mtl", "texture": folder / f"{s}_texture.png",
-                "json": folder / f"{s}.json", "overlay": folder / f"{s}_overlay.png",
-            }
-            for s in stems
-        ]
+        return output_layout(path, self.sources, self.input_index or None)
 
-    def save(self, path: str | Path, *, overlay: bool = True) -> list[Path]:
-        """Write OBJ (vertices, triangles, UVs, photo colours) with its MTL and UV texture PNG, JSON
-        (parameters, camera, losses, timings, versions, model name and checksum) and an overlay PNG for
-        every image. Each file is written atomically, and everything is rendered in memory before the
-        first file is written.
+    def save(self, path: str | Path, *, overlay: bool = True, progress: bool = False) -> list[Path]:
+        """Write every face's mesh (OBJ with MTL and UV texture PNG, PLY with the PNG, or GLB with the
+        texture embedded; `output_paths`), JSON (parameters, camera, losses, timings, versions, model name
+        and checksum) and overlay PNG.
 
-        The seconds each kind of output takes are recorded in `timings` (so in the JSON files too):
-        ``save_png`` (UV texture), ``save_mtl``, ``save_obj``, ``save_overlay`` (drawing and encoding it),
-        ``save_json``, ``save_write`` (writing the files) and ``save`` (all of it). The JSON files are
-        serialised twice, the second time with these timings; ``save_json`` is the first pass.
+        Each face's files are one set (`outputs.write_face_set`): rendered in memory, written as
+        temporaries, then renamed together, the mesh last, so an error or Ctrl-C leaves a face's full set
+        or none of it; faces already written stay. Targets are checked before anything is written (a
+        folder where a file should go is refused).
 
+        The seconds each kind of output takes are recorded in `timings`: ``save_png`` (UV texture),
+        ``save_mtl``, ``save_obj`` (the mesh file, any format), ``save_overlay`` (drawing and encoding it),
+        ``save_json``, ``save_write`` (writing and renaming the files) and ``save`` (all of it). The JSON
+        files hold the timings of the fit as they were when `save` started.
+
+        Args:
+            path: output path (see `output_paths`).
+            overlay: write the overlay PNG.
+            progress: show a progress bar over the faces.
         Returns the paths written.
+        Raises:
+            OutputError: a target cannot be written (nothing of that face's set is left).
         """
-        from ..io.mesh import Material, mtl_text, obj_text
-        from ..io.overlay import png_bytes
+        from tqdm.auto import tqdm
 
         t_start = time.perf_counter()
         spent = dict.fromkeys(("save_png", "save_mtl", "save_obj", "save_overlay", "save_json", "save_write"), 0.0)
-        plan = self.output_paths(path)
-        folder = plan[0]["obj"].parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}") from exc
-        files_out: list[list[tuple[Path, bytes | str]]] = []
-        for i, (mesh, files) in enumerate(zip(self.meshes, plan)):
-            payloads: list[tuple[Path, bytes | str]] = []
+        layout = self.output_paths(path)
+        check_targets(layout)
+        if layout:
+            make_folder(layout[0].mesh.parent)
+        fit_timings = dict(self.timings)
+        written: list[Path] = []
+        for i, files in enumerate(tqdm(layout, desc="fit: saving", unit="face", disable=not progress, leave=False)):
+            payloads = self._payloads(i, files, overlay, spent)
             t = time.perf_counter()
-            material = None
-            if mesh.texture is not None and mesh.uv is not None:
-                material = Material(name="face", texture=files["texture"].name)
-                payloads.append((files["texture"], png_bytes(mesh.texture)))
-                t = _spend(spent, "save_png", t)
-                payloads.append((files["mtl"], mtl_text(material)))
-                t = _spend(spent, "save_mtl", t)
-            payloads.append((files["obj"], obj_text(
-                mesh.vertices.detach().cpu().numpy(),
-                mesh.triangles.cpu().numpy(),
-                uv=None if mesh.uv is None else mesh.uv.cpu().numpy(),
-                uv_triangles=None if mesh.uv_triangles is None else mesh.uv_triangles.cpu().numpy(),
-                vertex_colors=None if mesh.colors is None else mesh.colors.cpu().numpy(),
-                mtl=material,
-                mtllib=None if material is None else files["mtl"].name,
-                comment=f"ganfit fit of {self.sources[i] or 'an array'}; model {self.model_info.get('name')}; millimetres, y up, face looking down +z",
-            )))
-            t = _spend(spent, "save_obj", t)
-            if overlay and i < len(self.images):
-                payloads.append((files["overlay"], png_bytes(self._overlay_panel(i))))
-                _spend(spent, "save_overlay", t)
-            files_out.append(payloads)
-        t = time.perf_counter()
-        for i in range(len(self.meshes)):  # a first pass: serialisable (and timed) before anything is written
-            json.dumps(self.to_dict(i), indent=1)
-        t = _spend(spent, "save_json", t)
-        written = []
-        for target, data in (item for payloads in files_out for item in payloads):
-            (atomic_write_text if isinstance(data, str) else atomic_write_bytes)(target, data)
-            written.append(target)
-        _spend(spent, "save_write", t)
+            record = self.to_dict(i)
+            record["timings_s"] = fit_timings
+            payloads.append((files.json, json.dumps(record, indent=1)))
+            t = _spend(spent, "save_json", t)
+            written += write_face_set(files, payloads)
+            _spend(spent, "save_write", t)
         self.timings.update(spent)
-        self.timings["save"] = time.perf_counter() - t_start + spent["save_json"]
-        for i, files in enumerate(plan[: len(self.meshes)]):
-            atomic_write_text(files["json"], json.dumps(self.to_dict(i), indent=1))
-            written.append(files["json"])
+        self.timings["save"] = time.perf_counter() - t_start
         return written
+
+    def _payloads(self, i: int, files: FaceOutputs, overlay: bool, spent: dict[str, float]
+                  ) -> list[tuple[Path, bytes | str]]:
+        """The content of face `i`'s mesh, texture, material and overlay files (not the JSON)."""
+        from ..io.mesh import Material, glb_bytes, mtl_text, obj_text, ply_bytes, split_uv_seams
+        from ..io.overlay import png_bytes
+
+        mesh = self.meshes[i]
+        vertices = mesh.vertices.detach().cpu().numpy()
+        triangles = mesh.triangles.cpu().numpy()
+        uv = None if mesh.uv is None else mesh.uv.cpu().numpy()
+        uv_triangles = None if mesh.uv_triangles is None else mesh.uv_triangles.cpu().numpy()
+        colors = None if mesh.colors is None else mesh.colors.cpu().numpy()
+        textured = mesh.texture is not None and uv is not None
+        comment = (f"ganfit fit of {self.sources[i] or 'an array'}; model {self.model_info.get('name')}; "
+                   "millimetres, y up, face looking down +z")
+        payloads: list[tuple[Path, bytes | str]] = []
+        t = time.perf_counter()
+        if textured and files.texture is not None:
+            payloads.append((files.texture, png_bytes(mesh.texture)))
+            t = _spend(spent, "save_png", t)
+        if files.format == "obj":
+            material = Material(name="face", texture=files.texture.name) if textured else None
+            if material is not None:
+                payloads.append((files.mtl, mtl_text(material)))
+                t = _spend(spent, "save_mtl", t)
+            data: bytes | str = obj_text(vertices, triangles, uv=uv, uv_triangles=uv_triangles, vertex_colors=colors,
+                                         mtl=material, mtllib=None if material is None else files.mtl.name,
+                                         comment=comment)
+        else:
+            if uv is not None and uv_triangles is not None:  # one UV per vertex: split the seams
+                source, uv, triangles = split_uv_seams(triangles, uv, uv_triangles)
+                vertices = vertices[source]
+                colors = None if colors is None else colors[source]
+            if files.format == "ply":
+                data = ply_bytes(vertices, triangles, vertex_colors=colors, uv=uv if textured else None,
+                                 texture=files.texture.name if textured else None, comment=comment)
+            else:  # glTF: metres
+                data = glb_bytes(vertices * 1e-3, triangles, uv=uv if textured else None,
+                                 texture=mesh.texture if textured else None, vertex_colors=colors)
+        payloads.append((files.mesh, data))
+        t = _spend(spent, "save_obj", t)
+        if overlay and i < len(self.images):
+            payloads.append((files.overlay, png_bytes(self._overlay_panel(i))))
+            _spend(spent, "save_overlay", t)
+        return payloads
 
     def _overlay_panel(self, i: int) -> np.ndarray:
         """The overlay picture of image `i`: landmarks | mesh on the photo | textured render on the photo

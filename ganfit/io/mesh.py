@@ -32,7 +32,7 @@ from .._atomic import atomic_open
 from .._names import check_name, escape_controls, has_unsafe
 from ..errors import ModelFormatError, OutputError
 
-__all__ = ["Material", "ObjMesh", "write_obj", "obj_text", "mtl_text", "write_ply", "ply_bytes", "write_glb",
+__all__ = ["Material", "ObjMesh", "write_obj", "obj_text", "mtl_text", "write_ply", "ply_bytes", "write_glb", "split_uv_seams",
            "glb_bytes", "read_obj"]
 
 _CHUNK_ROWS = 65536  # rows formatted per `%` call (bounds the size of the temporary tuple)
@@ -297,6 +297,21 @@ def write_obj(
     return path
 
 
+# ---------------------------------------------------------------------------- seams
+def split_uv_seams(triangles: np.ndarray, uv: np.ndarray, uv_triangles: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-corner texture coordinates as per-vertex ones, for formats with one UV per vertex (PLY, glTF):
+    one new vertex per distinct (position, uv) pair, so vertices on a UV seam are split.
+
+    Args: triangles (F, 3) vertex indices; uv (T, 2); uv_triangles (F, 3) indices into uv.
+    Returns: source (V',) the original vertex of each new vertex (index per-vertex arrays with it),
+        uv (V', 2), triangles (F, 3) into the new vertices.
+    """
+    pairs, inverse = np.unique(np.stack([np.asarray(triangles).ravel(), np.asarray(uv_triangles).ravel()], 1),
+                               axis=0, return_inverse=True)
+    return pairs[:, 0], np.asarray(uv)[pairs[:, 1]], inverse.reshape(-1, 3)
+
+
 # ---------------------------------------------------------------------------- PLY
 def ply_bytes(
     vertices,
@@ -462,10 +477,9 @@ def glb_bytes(
         if uv_tris is not None:
             _check(uv_tris.shape == tris.shape, f"uv_triangles must be {tris.shape}, got {uv_tris.shape}")
             _check_indices(uv_tris, uvs.shape[0], "uv_triangles")
-            # one glTF vertex per distinct (position, uv) corner pair
-            pairs, inverse = np.unique(np.stack([tris.ravel(), uv_tris.ravel()], 1), axis=0, return_inverse=True)
-            verts, uvs, tris = verts[pairs[:, 0]], uvs[pairs[:, 1]], inverse.reshape(-1, 3)
-            cols = None if cols is None else cols[pairs[:, 0]]
+            source, uvs, tris = split_uv_seams(tris, uvs, uv_tris)
+            verts = verts[source]
+            cols = None if cols is None else cols[source]
         else:
             _check(uvs.shape[0] == nv, f"per-vertex uv must be (V={nv}, 2), got {uvs.shape}; pass uv_triangles")
     try:
