@@ -61,3 +61,17 @@ def test_landmark_convention_options():
     with pytest.raises(ConfigError, match="landmark_sigma"):
         FitConfig(landmark_sigma=0.0)
     assert FitConfig.from_dict({"landmark_convention": "3d", "detector": "fan3d"}).detector == "fan3d"
+
+
+def test_model_landmarks_option(tmp_path):
+    assert FitConfig().model_landmarks is None
+    y = tmp_path / "c.yaml"
+    y.write_text("model: 01_MorphableModel.mat\nmodel_landmarks: bfm_landmarks.txt\n")
+    cfg = FitConfig.from_file(y)
+    assert cfg.model_landmarks == "bfm_landmarks.txt"
+    assert FitConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert FitConfig(model_landmarks=tmp_path / "lm.npy").model_landmarks == str(tmp_path / "lm.npy")
+    with pytest.raises(ConfigError, match="model_landmarks must be a string"):
+        FitConfig.from_dict({"model_landmarks": [1, 2, 3]})
+    with pytest.raises(ConfigError, match="model_landmarks must name a file"):
+        FitConfig(model_landmarks=" ")

@@ -57,6 +57,9 @@ class FitConfig:
         stages share. The landmark stage makes none: it is deterministic, so today every seed gives the
         same result (tested); the joint stage's random renders (GANFit's id-hat) will draw from it.
     model: name of a registered face model ("bfm-3ddfa") or a path to a model file.
+    model_landmarks: a file of the model's 68 landmark vertex indices (.txt, .json or .npy; for FLAME also
+        DECA's landmark_embedding.npy), needed by models without iBUG-68 landmarks (BFM 2009/2017, FLAME);
+        for the others it replaces the model's own. None: the model's own.
     stages: the stages to run, in order (this release: "landmarks").
     optimizer: "lm" (Levenberg-Marquardt on the landmark residuals: fast and exact for this small
         least-squares problem) or "adam" (first order; slower, kept for comparison).
@@ -95,6 +98,7 @@ class FitConfig:
     device: str = "auto"
     seed: int = 0
     model: str = "bfm-3ddfa"
+    model_landmarks: str | None = None
     stages: tuple[str, ...] = ("landmarks",)
     optimizer: Literal["lm", "adam"] = "lm"
     rotation: Literal["axis_angle", "6d"] = "axis_angle"
@@ -130,6 +134,10 @@ class FitConfig:
         _check_choice("contour", self.contour, ("auto", "dynamic", "static", "off"))
         _check_choice("detector", self.detector, ("dlib", "fan", "fan3d"))
         _check_choice("landmark_table", self.landmark_table, ("auto", "model"))
+        if self.model_landmarks is not None:
+            self.model_landmarks = str(self.model_landmarks)  # a Path from Python; kept JSON-friendly
+            if not self.model_landmarks.strip():
+                raise ConfigError("model_landmarks must name a file (or be null for the model's own landmarks)")
         if self.landmark_convention == "3d" and self.contour == "dynamic":
             raise ConfigError("contour dynamic slides the jaw along the outline, which 3d landmarks do not follow; "
                               "use contour auto, static or off with landmark_convention 3d")
