@@ -583,3 +583,167 @@ def test_load_model_file_errors(tmp_path):
         load_model_file(tmp_path / "empty")
     with pytest.raises(ModelFormatError, match="unknown face-model format"):
         load_model_file(tmp_path / "other.mat", format="lsfm")
+
+
+# ---------------------------------------------------------------------------------------------- damaged files
+def _good_files(folder: Path, monkeypatch) -> dict[str, Path]:
+    """One valid file per format that needs landmarks (plus BFM_model_front), to damage."""
+    write_bfm2009(folder / "bfm2009.mat")
+    scipy.io.savemat(folder / "front.mat", bfm_front_fields())
+    write_bfm2017(folder / "bfm2017.h5")
+    (folder / "flame.pkl").write_bytes(chumpy_pickle(flame_dict(total=10), monkeypatch))
+    return {"bfm2009": folder / "bfm2009.mat", "bfm_front": folder / "front.mat",
+            "bfm2017": folder / "bfm2017.h5", "flame": folder / "flame.pkl"}
+
+
+# what a damaged file of each kind is called: a .mat too damaged to tell which .mat model it was is "BFM .mat"
+_NAMES = {"bfm2009": "BFM 2009", "bfm_front": "BFM_model_front", "bfm2017": "BFM 2017", "flame": "FLAME"}
+
+
+@pytest.mark.parametrize("fmt", ["bfm2009", "bfm_front", "bfm2017", "flame"])
+@pytest.mark.parametrize("damage", ["empty", "random", "truncated", "text"])
+@pytest.mark.parametrize("with_landmarks", [False, True])
+def test_damaged_files_say_corrupt_or_not_a_model_file(tmp_path, monkeypatch, fmt, damage, with_landmarks):
+    """Before: "pass landmarks=" for a damaged .h5 or .pkl (the landmark check came first), and
+    "not a readable MATLAB .mat file" for a .mat."""
+    good = _good_files(tmp_path, monkeypatch)[fmt]
+    raw = good.read_bytes()
+    data = {"empty": b"", "random": np.random.default_rng(1).bytes(4096), "truncated": raw[: len(raw) // 2],
+            "text": b"hello, this is not a face model\n"}[damage]
+    bad = tmp_path / f"bad{good.suffix}"
+    bad.write_bytes(data)
+    landmarks = LANDMARKS if with_landmarks else None
+    loader = {"bfm2009": load_bfm2009, "bfm_front": load_bfm_front, "bfm2017": load_bfm2017, "flame": load_flame}[fmt]
+    for load in (loader, load_model_file):
+        with pytest.raises(ModelFormatError) as info:
+            load(bad, landmarks=landmarks)
+        message = str(info.value)
+        assert message.startswith(f"{bad}: corrupt or not a "), message
+        assert "landmarks=" not in message and "--model-landmarks" not in message, message
+        if load is loader or good.suffix != ".mat" or damage == "truncated":
+            assert f"corrupt or not a {_NAMES[fmt]}" in message, message
+        else:  # too damaged to tell BFM 2009 from BFM_model_front
+            assert "corrupt or not a BFM .mat file" in message, message
+
+
+def test_foreign_content_in_a_model_file_says_corrupt_or_not_a_model_file(tmp_path, monkeypatch):
+    """Readable containers holding something else, or the right fields with the wrong shapes or types."""
+    write_bfm2017(tmp_path / "nomodel.h5", drop="shape")
+    with h5py.File(tmp_path / "other.h5", "w") as h5:
+        h5["images"] = np.zeros((2, 3))
+    (tmp_path / "list.pkl").write_bytes(pickle.dumps([1, 2, 3], protocol=2))
+    data = flame_dict(total=10)
+    data["v_template"] = FakeCh(np.zeros((V, 2)))
+    (tmp_path / "flat.pkl").write_bytes(chumpy_pickle(data, monkeypatch))
+    data = flame_dict(total=10)
+    data["f"] = np.array(["a", "b", "c"])
+    (tmp_path / "strings.pkl").write_bytes(chumpy_pickle(data, monkeypatch))
+    write_bfm2009(tmp_path / "badpc.mat", shapePC=np.zeros((7, 5), np.float32))
+    write_bfm2009(tmp_path / "badtl.mat", tl=np.array(["abc"]))
+    scipy.io.savemat(tmp_path / "other.mat", {"foo": np.zeros(3)})
+    cases = {
+        "nomodel.h5": ("BFM 2017", "missing field 'shape/"),
+        "other.h5": ("BFM 2017", "missing field"),
+        "list.pkl": ("FLAME", "expected a pickled dict, got list"),
+        "flat.pkl": ("FLAME", "do not match"),
+        "strings.pkl": ("FLAME", ""),
+        "badpc.mat": ("BFM 2009", "shapePC must be (3V=36, K)"),
+        "badtl.mat": ("BFM 2009", ""),
+        "other.mat": ("BFM .mat", "unknown .mat face model"),
+    }
+    for name, (what, fragment) in cases.items():
+        for landmarks in (None, LANDMARKS):
+            with pytest.raises(ModelFormatError) as info:
+                load_model_file(tmp_path / name, landmarks=landmarks)
+            message = str(info.value)
+            assert message.startswith(f"{tmp_path / name}: corrupt or not a {what} file: "), message
+            assert fragment in message, (name, message)
+
+
+@pytest.mark.parametrize("fmt", ["bfm2009", "bfm2017", "flame"])
+def test_a_valid_model_without_landmarks_names_model_landmarks(tmp_path, monkeypatch, fmt):
+    """Before: "pass landmarks=", a Python keyword the command line cannot give."""
+    path = _good_files(tmp_path, monkeypatch)[fmt]
+    with pytest.raises(ModelFormatError) as info:
+        load_model_file(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "--model-landmarks FILE" in message, message
+    assert ".txt, .json or .npy" in message and "corrupt" not in message, message
+    assert _NAMES[fmt] in message
+
+
+def test_bfm_front_without_keypoints_names_model_landmarks(tmp_path):
+    f = bfm_front_fields()
+    del f["keypoints"]
+    scipy.io.savemat(tmp_path / "front.mat", f)
+    with pytest.raises(ModelFormatError, match="missing field 'keypoints'.*--model-landmarks FILE"):
+        load_model_file(tmp_path / "front.mat")
+
+
+# ---------------------------------------------------------------------------------------------- --model-landmarks
+def _photo_with_landmarks(folder: Path) -> tuple[Path, Path]:
+    """A grey 256x256 photo and a landmark file: the dome's landmark vertices seen from the front."""
+    from PIL import Image
+
+    photo = folder / "photo.png"
+    Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(photo)
+    points = dome_mm()[LANDMARKS][:, :2] * np.array([1.0, -1.0]) + 128.0
+    np.save(folder / "photo.npy", points)
+    return photo, folder / "photo.npy"
+
+
+def test_fit_a_bfm2009_file_with_model_landmarks(tmp_path, capsys):
+    from ganfit.cli.main import main
+
+    write_bfm2009(tmp_path / "01_MorphableModel.mat")
+    (tmp_path / "bfm_landmarks.txt").write_text("\n".join(str(i) for i in LANDMARKS))
+    photo, points = _photo_with_landmarks(tmp_path)
+    out = tmp_path / "out" / "face.obj"
+    rc = main(["fit", str(photo), "--landmarks", str(points), "--model", str(tmp_path / "01_MorphableModel.mat"),
+               "--model-landmarks", str(tmp_path / "bfm_landmarks.txt"), "-o", str(out),
+               "--texture-size", "0", "--no-overlay", "-q", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert out.is_file() and sum(line.startswith("v ") for line in out.read_text().splitlines()) == V
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["config"]["model_landmarks"] == str(tmp_path / "bfm_landmarks.txt")
+
+
+def test_fit_a_bfm2009_file_without_model_landmarks_says_so_before_detecting(tmp_path, capsys, monkeypatch):
+    import ganfit.perception.detect
+    from ganfit.cli.main import main
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("detection started before the face model was loaded")
+
+    monkeypatch.setattr(ganfit.perception.detect, "make_detector", must_not_run)
+    write_bfm2009(tmp_path / "01_MorphableModel.mat")
+    photo, _ = _photo_with_landmarks(tmp_path)
+    out = tmp_path / "out"
+    rc = main(["fit", str(photo), "--model", str(tmp_path / "01_MorphableModel.mat"), "-o", str(out / "face.obj"),
+               "--texture-size", "0", "--no-overlay", "-q", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("ganfit: error: ") and err.count("\n") == 1, err
+    assert "01_MorphableModel.mat" in err and "--model-landmarks FILE" in err and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    rc = main(["fit", str(photo), "--model", str(tmp_path / "junk.h5"), "-o", str(out / "face.obj"), "-q",
+               "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "junk.h5: corrupt or not a BFM 2017 file" in err, err
+
+
+def test_model_info_and_convert_take_model_landmarks(tmp_path, capsys):
+    from ganfit.cli.main import main
+
+    write_bfm2009(tmp_path / "m.mat")
+    np.save(tmp_path / "lm.npy", LANDMARKS)
+    assert main(["model", "info", str(tmp_path / "m.mat")]) == 2
+    assert "--model-landmarks FILE" in capsys.readouterr().err
+    assert main(["model", "info", str(tmp_path / "m.mat"), "--model-landmarks", str(tmp_path / "lm.npy")]) == 0
+    assert json.loads(capsys.readouterr().out)["vertices"] == V
+    for flag in ("--landmarks", "--model-landmarks"):
+        assert main(["model", "convert", str(tmp_path / "m.mat"), str(tmp_path / "m.npz"), flag, str(tmp_path / "lm.npy")]) == 0
+        assert np.array_equal(MorphableModel.load_npz(tmp_path / "m.npz").landmark_indices, LANDMARKS)
+    capsys.readouterr()

@@ -16,17 +16,22 @@ def load_model(name_or_path: str | Path = "bfm-3ddfa", *, landmarks=None, fetch:
     Args:
         name_or_path: a name from `BUILTIN_MODELS`, or a path (.npz, BFM .mat/.h5, FLAME .pkl,
             an ICT-FaceKit folder).
-        landmarks: 68 landmark vertex indices (array or file) for formats that do not carry them.
+        landmarks: 68 landmark vertex indices (array, or a .txt/.json/.npy file) for formats that do not
+            carry them (BFM 2009/2017, FLAME; the CLI's ``--model-landmarks``); for the others, and for
+            the built-in models, they replace the model's own landmark vertices.
         fetch: fetch a missing built-in model's asset instead of raising.
+    Raises:
+        AssetError: an unknown name or a missing path. ModelFormatError: a file that is corrupt or not
+            the format its name says (``"corrupt or not a ... file"``), or one that needs landmarks.
     """
     key = str(name_or_path)
     if key in BUILTIN_MODELS:
         from ..assets import asset_path
 
         directory = asset_path(BUILTIN_MODELS[key], fetch=fetch)
-        from .loaders.bfm3ddfa import load_bfm_3ddfa
+        from .loaders import load_model_file
 
-        return load_bfm_3ddfa(directory)
+        return load_model_file(directory, format="bfm3ddfa", landmarks=landmarks)
     path = Path(key).expanduser()
     if not path.exists():
         known = ", ".join(sorted(BUILTIN_MODELS))

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from ...errors import AssetError, ModelFormatError
 from ..morphable import MorphableModel
-from ._common import read_landmarks
+from ._common import not_a_model, read_landmarks
 from .bfm2009 import load_bfm2009
 from .bfm2017 import load_bfm2017
 from .bfm3ddfa import FILES as BFM3DDFA_FILES
@@ -54,14 +54,15 @@ def _mat_format(path: Path) -> str:
     except NotImplementedError as exc:
         raise ModelFormatError(f"{path}: MATLAB v7.3 (HDF5) .mat files are not supported; re-save with -v7") from exc
     except Exception as exc:  # noqa: BLE001 - scipy raises assorted errors on corrupt files
-        raise ModelFormatError(f"{path}: not a readable MATLAB .mat file ({exc!r})") from exc
+        raise not_a_model(path, "mat", f"not a readable MATLAB .mat file ({exc!r})") from exc
     if "shapeMU" in names or "shapePC" in names:
         return "bfm2009"
     if "meanshape" in names or "idBase" in names:
         return "bfm_front"
-    raise ModelFormatError(
-        f"{path}: unknown .mat face model; expected BFM 2009 fields (shapeMU, shapePC, shapeEV, tl) or "
-        f"Deep3DFaceRecon BFM_model_front fields (meanshape, idBase, exBase, tri); found {sorted(names)}"
+    raise not_a_model(
+        path, "mat",
+        "unknown .mat face model; expected BFM 2009 fields (shapeMU, shapePC, shapeEV, tl) or "
+        f"Deep3DFaceRecon BFM_model_front fields (meanshape, idBase, exBase, tri); found {sorted(names)}",
     )
 
 

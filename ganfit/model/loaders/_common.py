@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from ...errors import AssetError, LandmarkError, ModelFormatError
+from ...errors import AssetError, GanfitError, LandmarkError, ModelFormatError
+from ..morphable import MorphableModel
 
 log = logging.getLogger(__name__)
 
@@ -24,38 +26,88 @@ NUM_LANDMARKS = 68
 PLAUSIBLE_DIAGONAL_MM = (50.0, 1500.0)
 
 
+#: Format names as users know them, for messages.
+FORMAT_NAMES = {
+    "bfm2009": "BFM 2009",
+    "bfm_front": "BFM_model_front (Deep3DFaceRecon)",
+    "bfm2017": "BFM 2017",
+    "flame": "FLAME",
+    "ict": "ICT-FaceKit",
+    "bfm3ddfa": "3DDFA BFM",
+    "mat": "BFM .mat",
+}
+
+#: How to give landmark vertices, from the command line and from Python.
+LANDMARKS_HINT = (
+    "give a file of 68 landmark vertex indices (.txt, .json or .npy) with --model-landmarks FILE "
+    "(Python: FitConfig(model_landmarks=FILE) or load_model(..., landmarks=...))"
+)
+
+
+def not_a_model(path: str | Path, fmt: str, why: str) -> ModelFormatError:
+    """The error for a file that is damaged or holds something else than its extension promises:
+    ``"<path>: corrupt or not a <format> file: <why>"``."""
+    return ModelFormatError(f"{path}: corrupt or not a {FORMAT_NAMES.get(fmt, fmt)} file: {why}")
+
+
+@contextmanager
+def reading(path: str | Path, fmt: str) -> Iterator[None]:
+    """Turn the errors numpy, scipy, h5py and pickle raise on damaged or foreign data (wrong types,
+    shapes, truncated datasets) into `not_a_model`; ganfit's own errors pass through."""
+    try:
+        yield
+    except GanfitError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, OSError, EOFError, OverflowError, MemoryError) as exc:
+        raise not_a_model(path, fmt, f"{type(exc).__name__}: {str(exc).strip() or 'no details'}") from exc
+
+
+def build_model(path: str | Path, **fields: Any) -> MorphableModel:
+    """``MorphableModel(**fields)``, with the file named in the message when its checks fail (zero or
+    negative standard deviations, NaN, indices out of range)."""
+    try:
+        return MorphableModel(**fields)
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{path}: {exc}") from exc
+
+
 def require(fields: Mapping[str, Any], name: str, path: str | Path, fmt: str) -> Any:
-    """``fields[name]``, or a `ModelFormatError` that names the missing field, the file and the format."""
+    """``fields[name]``, or a `not_a_model` error that names the missing field, the file and the format."""
     if name not in fields or fields[name] is None:
-        raise ModelFormatError(
-            f"{path}: missing field {name!r} required by the {fmt} format "
-            f"(fields present: {sorted(k for k in fields if not str(k).startswith('__'))})"
+        raise not_a_model(
+            path, fmt,
+            f"missing field {name!r} (fields present: {sorted(str(k) for k in fields if not str(k).startswith('__'))})",
         )
     return fields[name]
 
 
-def interleaved_to_vertices(flat: np.ndarray, num_vertices: int, what: str, path: str | Path) -> np.ndarray:
+def interleaved_to_vertices(
+    flat: np.ndarray, num_vertices: int, what: str, path: str | Path, fmt: str = "face-model"
+) -> np.ndarray:
     """A vector of 3V values ``x1, y1, z1, x2, ...`` (any shape: (3V,), (3V, 1), (1, 3V)) as (V, 3)."""
     arr = np.asarray(flat).reshape(-1)
-    if arr.size != 3 * num_vertices:
-        raise ModelFormatError(f"{path}: {what} has {arr.size} values, expected 3 * {num_vertices}")
+    if arr.size != 3 * num_vertices or num_vertices == 0:
+        raise not_a_model(path, fmt, f"{what} has {arr.size} values, expected 3 * {num_vertices} (V > 0)")
     return arr.reshape(num_vertices, 3)
 
 
-def interleaved_to_basis(flat: np.ndarray, num_vertices: int, what: str, path: str | Path) -> np.ndarray:
+def interleaved_to_basis(
+    flat: np.ndarray, num_vertices: int, what: str, path: str | Path, fmt: str = "face-model"
+) -> np.ndarray:
     """Reshape a (3V, K) matrix whose rows are ``x1, y1, z1, x2, ...`` into (V, 3, K)."""
     arr = np.asarray(flat)
     if arr.ndim != 2 or arr.shape[0] != 3 * num_vertices:
-        raise ModelFormatError(f"{path}: {what} must be (3V={3 * num_vertices}, K), got {arr.shape}")
+        raise not_a_model(path, fmt, f"{what} must be (3V={3 * num_vertices}, K), got {arr.shape}")
     return arr.reshape(num_vertices, 3, arr.shape[1])
 
 
-def need_landmarks(spec: Any, fmt: str) -> None:
-    """A `ModelFormatError` up front when a format without iBUG-68 landmarks gets no ``landmarks=``."""
+def need_landmarks(spec: Any, fmt: str, path: str | Path | None = None) -> None:
+    """A `ModelFormatError` when a format without iBUG-68 landmarks gets no ``landmarks=``, naming the file
+    and saying how to give them from the command line (``--model-landmarks``) and from Python."""
     if spec is None:
+        where = f"{path}: " if path is not None else ""
         raise ModelFormatError(
-            f"the {fmt} format has no iBUG-68 landmark vertices; pass landmarks= "
-            "(68 vertex indices, or a .txt/.json/.npy file with them)"
+            f"{where}a {FORMAT_NAMES.get(fmt, fmt)} model has no iBUG-68 landmark vertices; {LANDMARKS_HINT}"
         )
 
 
@@ -137,9 +189,12 @@ def _read_landmark_file(path: Path) -> np.ndarray:
         raise LandmarkError(f"{path}: unreadable landmark file ({exc})") from exc
 
 
-def landmarks_or_error(spec: Any, num_vertices: int, fmt: str, *, index_base: int = 0) -> np.ndarray:
-    """`read_landmarks`, or a `ModelFormatError` explaining that this format has no iBUG-68 landmarks."""
-    need_landmarks(spec, fmt)
+def landmarks_or_error(
+    spec: Any, num_vertices: int, fmt: str, *, index_base: int = 0, path: str | Path | None = None
+) -> np.ndarray:
+    """`read_landmarks`, or a `ModelFormatError` explaining that this format (the file `path`) has no
+    iBUG-68 landmarks."""
+    need_landmarks(spec, fmt, path)
     return read_landmarks(spec, num_vertices, index_base=index_base)
 
 

@@ -45,15 +45,17 @@ from ...errors import ModelFormatError
 from ..morphable import MorphableModel
 from ._common import (
     base_meta,
+    build_model,
     check_extent,
     extent_meta,
     interleaved_to_basis,
     interleaved_to_vertices,
-    need_landmarks,
-    require_file,
     landmarks_or_error,
+    not_a_model,
     orient_outward,
+    reading,
     require,
+    require_file,
     zero_basis,
 )
 
@@ -62,8 +64,9 @@ REQUIRED_FIELDS = ("shapeMU", "shapePC", "shapeEV", "tl")
 MICROMETRE_TO_MM = 1e-3
 
 
-def read_mat(path: str | Path) -> dict[str, Any]:
-    """The variables of a MATLAB v5 file, or a `ModelFormatError` saying why it cannot be read."""
+def read_mat(path: str | Path, fmt: str = FORMAT) -> dict[str, Any]:
+    """The variables of a MATLAB v5 file, or a `ModelFormatError` saying why it cannot be read
+    (``corrupt or not a <fmt> file`` for a damaged or foreign file)."""
     import scipy.io
 
     try:
@@ -73,7 +76,7 @@ def read_mat(path: str | Path) -> dict[str, Any]:
             f"{path}: MATLAB v7.3 (HDF5) .mat files are not supported; re-save it with save(..., '-v7')"
         ) from exc
     except Exception as exc:  # noqa: BLE001 - scipy raises assorted errors on corrupt files
-        raise ModelFormatError(f"{path}: not a readable MATLAB .mat file ({exc!r})") from exc
+        raise not_a_model(path, fmt, f"not a readable MATLAB .mat file ({exc!r})") from exc
 
 
 def _texture(mat: dict, num_vertices: int, path: str | Path) -> dict[str, np.ndarray]:
@@ -81,8 +84,8 @@ def _texture(mat: dict, num_vertices: int, path: str | Path) -> dict[str, np.nda
     if not all(k in mat for k in ("texMU", "texPC", "texEV")):
         return {}
     return {
-        "texture_mean": interleaved_to_vertices(mat["texMU"], num_vertices, "texMU", path) / 255.0,
-        "texture_basis": interleaved_to_basis(mat["texPC"], num_vertices, "texPC", path) / 255.0,
+        "texture_mean": interleaved_to_vertices(mat["texMU"], num_vertices, "texMU", path, FORMAT) / 255.0,
+        "texture_basis": interleaved_to_basis(mat["texPC"], num_vertices, "texPC", path, FORMAT) / 255.0,
         "texture_std": np.asarray(mat["texEV"], dtype=np.float64).reshape(-1),
     }
 
@@ -118,28 +121,32 @@ def load_bfm2009(
     Returns:
         model with 199 shape components, 0 expression components and a 199-component colour model.
     Raises:
-        ModelFormatError: unreadable file, missing field (named), no landmarks given.
+        ModelFormatError: ``corrupt or not a BFM 2009 file`` (unreadable, a missing field (named), wrong
+            shapes), or no landmarks given (the message names ``--model-landmarks``); the file is read
+            first, so a damaged file is reported as such.
         LandmarkError: a landmark file that is unreadable or has the wrong count/range.
     """
     require_file(path, FORMAT)
-    need_landmarks(landmarks, FORMAT)
     mat = read_mat(path)
     for key in REQUIRED_FIELDS:
         require(mat, key, path, FORMAT)
-    mu = np.asarray(mat["shapeMU"], dtype=np.float64)
-    num_vertices = mu.size // 3
-    mean = interleaved_to_vertices(mu, num_vertices, "shapeMU", path) * MICROMETRE_TO_MM
-    basis = interleaved_to_basis(np.asarray(mat["shapePC"]), num_vertices, "shapePC", path) * MICROMETRE_TO_MM
-    std = np.asarray(mat["shapeEV"], dtype=np.float64).reshape(-1)
-    if std.shape != (basis.shape[2],):
-        raise ModelFormatError(f"{path}: shapeEV has {std.size} entries for {basis.shape[2]} components")
-    triangles = np.asarray(mat["tl"]).astype(np.int64) - 1
-    if triangles.ndim != 2 or 3 not in triangles.shape:
-        raise ModelFormatError(f"{path}: tl must be (F, 3), got {triangles.shape}")
-    if triangles.shape[1] != 3:
-        triangles = triangles.T
-    triangles, _, flipped = orient_outward(mean, triangles)
-    lms = landmarks_or_error(landmarks, num_vertices, FORMAT, index_base=landmark_index_base)
+    with reading(path, FORMAT):
+        mu = np.asarray(mat["shapeMU"], dtype=np.float64)
+        num_vertices = mu.size // 3
+        mean = interleaved_to_vertices(mu, num_vertices, "shapeMU", path, FORMAT) * MICROMETRE_TO_MM
+        basis = interleaved_to_basis(np.asarray(mat["shapePC"]), num_vertices, "shapePC", path, FORMAT) * MICROMETRE_TO_MM
+        std = np.asarray(mat["shapeEV"], dtype=np.float64).reshape(-1)
+        if std.shape != (basis.shape[2],):
+            raise not_a_model(path, FORMAT, f"shapeEV has {std.size} entries for {basis.shape[2]} components")
+        triangles = np.asarray(mat["tl"]).astype(np.int64) - 1
+        if triangles.ndim != 2 or 3 not in triangles.shape:
+            raise not_a_model(path, FORMAT, f"tl must be (F, 3), got {triangles.shape}")
+        if triangles.shape[1] != 3:
+            triangles = triangles.T
+        triangles, _, flipped = orient_outward(mean, triangles)
+        texture = _texture(mat, num_vertices, path)
+        regions = _regions(mat, num_vertices)
+    lms = landmarks_or_error(landmarks, num_vertices, FORMAT, index_base=landmark_index_base, path=path)
     expr_basis, expr_std = zero_basis(num_vertices)
     meta = base_meta(
         FORMAT,
@@ -152,7 +159,8 @@ def load_bfm2009(
         licence="Basel Face Model 2009 licence (non-commercial research; not redistributable)",
     )
     check_extent(mean, name)
-    return MorphableModel(
+    return build_model(
+        path,
         name=name,
         mean=mean,
         shape_basis=basis,
@@ -161,9 +169,9 @@ def load_bfm2009(
         expression_std=expr_std,
         triangles=triangles,
         landmark_indices=lms,
-        regions=_regions(mat, num_vertices),
+        regions=regions,
         meta=meta,
-        **_texture(mat, num_vertices, path),
+        **texture,
     )
 
 

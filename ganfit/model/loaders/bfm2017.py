@@ -42,18 +42,19 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ModelFormatError
 from ..morphable import MorphableModel
 from ._common import (
     base_meta,
+    build_model,
     check_extent,
     extent_meta,
     interleaved_to_basis,
     interleaved_to_vertices,
-    need_landmarks,
-    require_file,
     landmarks_or_error,
+    not_a_model,
     orient_outward,
+    reading,
+    require_file,
     zero_basis,
 )
 
@@ -65,7 +66,8 @@ def _dataset(h5: Any, key: str, path: str | Path, required: bool = True) -> np.n
     if key in h5:
         return np.asarray(h5[key][()])
     if required:
-        raise ModelFormatError(f"{path}: missing field {key!r} required by the {FORMAT} format")
+        raise not_a_model(path, FORMAT, f"missing field {key!r} (a statismo model with shape/, expression/ and "
+                          "color/ parts)")
     return None
 
 
@@ -85,17 +87,16 @@ def _pca_part(h5: Any, part: str, num_vertices: int, path: str | Path, required:
     basis = _dataset(h5, f"{part}/model/pcaBasis", path).astype(np.float32, copy=False)
     variance = _dataset(h5, f"{part}/model/pcaVariance", path).astype(np.float64).reshape(-1)
     if basis.ndim != 2 or basis.shape[1] != variance.size:
-        raise ModelFormatError(
-            f"{path}: {part}/model/pcaBasis {basis.shape} does not match pcaVariance ({variance.size},)"
-        )
-    if np.any(variance < 0):
-        raise ModelFormatError(f"{path}: {part}/model/pcaVariance has negative entries")
+        raise not_a_model(path, FORMAT, f"{part}/model/pcaBasis {basis.shape} does not match pcaVariance ({variance.size},)")
+    if not np.all(variance > 0):  # also NaN
+        i = int(np.flatnonzero(~(variance > 0))[0])
+        raise not_a_model(path, FORMAT, f"{part}/model/pcaVariance[{i}] is {variance[i]:g}; variances must be positive")
     std = np.sqrt(variance)
     if _basis_is_scaled(h5, part, basis):
-        basis = basis / np.where(std > 0, std, 1.0).astype(np.float32)
+        basis = basis / std.astype(np.float32)
     return (
-        interleaved_to_vertices(mean, num_vertices, f"{part}/model/mean", path),
-        interleaved_to_basis(basis, num_vertices, f"{part}/model/pcaBasis", path),
+        interleaved_to_vertices(mean, num_vertices, f"{part}/model/mean", path, FORMAT),
+        interleaved_to_basis(basis, num_vertices, f"{part}/model/pcaBasis", path, FORMAT),
         std,
     )
 
@@ -127,36 +128,39 @@ def load_bfm2017(
         landmark_index_base: 1 if those indices count from 1, else 0.
         name: model name; default ``"bfm2017-<file stem>"``.
     Raises:
-        ModelFormatError: unreadable file or a missing field (named).
+        ModelFormatError: ``corrupt or not a BFM 2017 file`` (not HDF5, damaged, a missing field (named),
+            wrong shapes, variances that are not positive), or no landmarks given (the message names
+            ``--model-landmarks``); the file is read first, so a damaged file is reported as such.
     """
     import h5py
 
     require_file(path, FORMAT)
-    need_landmarks(landmarks, FORMAT)
     try:
         h5 = h5py.File(str(path), "r")
     except OSError as exc:
-        raise ModelFormatError(f"{path}: not a readable HDF5 file ({exc})") from exc
-    with h5:
+        raise not_a_model(path, FORMAT, f"not a readable HDF5 file ({exc})") from exc
+    with reading(path, FORMAT), h5:
         points = _dataset(h5, "shape/representer/points", path)
         cells = _dataset(h5, "shape/representer/cells", path)
-        num_vertices = points.shape[1] if points.ndim == 2 and points.shape[0] == 3 else points.shape[0]
+        if points.ndim != 2 or 3 not in points.shape:
+            raise not_a_model(path, FORMAT, f"shape/representer/points must be (3, V), got {points.shape}")
+        num_vertices = points.shape[1] if points.shape[0] == 3 else points.shape[0]
         shape_mean, shape_basis, shape_std = _pca_part(h5, "shape", num_vertices, path)
         expression = _pca_part(h5, "expression", num_vertices, path, required=False)
         color = _pca_part(h5, "color", num_vertices, path, required=False)
-    if expression is None:
-        expr_mean = np.zeros_like(shape_mean)
-        expr_basis, expr_std = zero_basis(num_vertices)
-    else:
-        expr_mean, expr_basis, expr_std = expression
-    mean = shape_mean + expr_mean
-    triangles = np.asarray(cells).astype(np.int64)
-    if triangles.ndim != 2 or 3 not in triangles.shape:
-        raise ModelFormatError(f"{path}: shape/representer/cells must be (3, F), got {triangles.shape}")
-    if triangles.shape[0] == 3 and triangles.shape[1] != 3:
-        triangles = triangles.T
-    triangles, _, flipped = orient_outward(mean, triangles)
-    lms = landmarks_or_error(landmarks, num_vertices, FORMAT, index_base=landmark_index_base)
+        if expression is None:
+            expr_mean = np.zeros_like(shape_mean)
+            expr_basis, expr_std = zero_basis(num_vertices)
+        else:
+            expr_mean, expr_basis, expr_std = expression
+        mean = shape_mean + expr_mean
+        triangles = np.asarray(cells).astype(np.int64)
+        if triangles.ndim != 2 or 3 not in triangles.shape:
+            raise not_a_model(path, FORMAT, f"shape/representer/cells must be (3, F), got {triangles.shape}")
+        if triangles.shape[0] == 3 and triangles.shape[1] != 3:
+            triangles = triangles.T
+        triangles, _, flipped = orient_outward(mean, triangles)
+    lms = landmarks_or_error(landmarks, num_vertices, FORMAT, index_base=landmark_index_base, path=path)
     name = name or f"bfm2017-{Path(path).stem}"
     texture = {}
     if color is not None:
@@ -173,7 +177,8 @@ def load_bfm2017(
         licence="Basel Face Model 2017 licence (non-commercial research; not redistributable)",
     )
     check_extent(mean, name)
-    return MorphableModel(
+    return build_model(
+        path,
         name=name,
         mean=mean,
         shape_basis=shape_basis,

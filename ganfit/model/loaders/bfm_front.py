@@ -43,13 +43,17 @@ import numpy as np
 from ...errors import ModelFormatError
 from ..morphable import MorphableModel
 from ._common import (
+    LANDMARKS_HINT,
     base_meta,
+    build_model,
     check_extent,
     extent_meta,
     interleaved_to_basis,
     interleaved_to_vertices,
+    not_a_model,
     orient_outward,
     read_landmarks,
+    reading,
     require,
     require_file,
 )
@@ -64,7 +68,7 @@ def _one_based_indices(value: Any, num_vertices: int, field_name: str, path: str
     """A MATLAB index list (any shape) as 0-based int64, range-checked."""
     idx = np.asarray(value).reshape(-1).astype(np.int64) - 1
     if idx.size and (idx.min() < 0 or idx.max() >= num_vertices):
-        raise ModelFormatError(f"{path}: {field_name} index out of range for {num_vertices} vertices")
+        raise not_a_model(path, FORMAT, f"{field_name} index out of range for {num_vertices} vertices")
     return idx
 
 
@@ -87,9 +91,9 @@ def _texture(mat: dict, num_vertices: int, path: str | Path) -> dict[str, np.nda
     """meantex/texBase (0..255, pre-scaled) -> texture_mean in [0, 1], basis, std = 1."""
     if mat.get("meantex") is None or mat.get("texBase") is None:
         return {}
-    basis = interleaved_to_basis(np.asarray(mat["texBase"]), num_vertices, "texBase", path) / 255.0
+    basis = interleaved_to_basis(np.asarray(mat["texBase"]), num_vertices, "texBase", path, FORMAT) / 255.0
     return {
-        "texture_mean": interleaved_to_vertices(np.asarray(mat["meantex"]), num_vertices, "meantex", path) / 255.0,
+        "texture_mean": interleaved_to_vertices(np.asarray(mat["meantex"]), num_vertices, "meantex", path, FORMAT) / 255.0,
         "texture_basis": basis,
         "texture_std": np.ones(basis.shape[2]),
     }
@@ -113,24 +117,27 @@ def load_bfm_front(
         ModelFormatError: unreadable file, missing field (named), no landmarks anywhere.
     """
     require_file(path, FORMAT)
-    mat = read_mat(path)
+    mat = read_mat(path, FORMAT)
     for key in REQUIRED_FIELDS:
         require(mat, key, path, FORMAT)
-    flat_mean = np.asarray(mat["meanshape"], dtype=np.float64)
-    num_vertices = flat_mean.size // 3
-    mean = interleaved_to_vertices(flat_mean, num_vertices, "meanshape", path) * DECIMETRE_TO_MM
-    shape_basis = interleaved_to_basis(np.asarray(mat["idBase"]), num_vertices, "idBase", path) * DECIMETRE_TO_MM
-    expr_basis = interleaved_to_basis(np.asarray(mat["exBase"]), num_vertices, "exBase", path) * DECIMETRE_TO_MM
-    triangles = np.asarray(mat["tri"]).astype(np.int64) - 1
-    if triangles.ndim != 2 or triangles.shape[1] != 3:
-        raise ModelFormatError(f"{path}: tri must be (F, 3), got {triangles.shape}")
-    triangles, _, flipped = orient_outward(mean, triangles)
+    with reading(path, FORMAT):
+        flat_mean = np.asarray(mat["meanshape"], dtype=np.float64)
+        num_vertices = flat_mean.size // 3
+        mean = interleaved_to_vertices(flat_mean, num_vertices, "meanshape", path, FORMAT) * DECIMETRE_TO_MM
+        shape_basis = interleaved_to_basis(np.asarray(mat["idBase"]), num_vertices, "idBase", path, FORMAT) * DECIMETRE_TO_MM
+        expr_basis = interleaved_to_basis(np.asarray(mat["exBase"]), num_vertices, "exBase", path, FORMAT) * DECIMETRE_TO_MM
+        triangles = np.asarray(mat["tri"]).astype(np.int64) - 1
+        if triangles.ndim != 2 or triangles.shape[1] != 3:
+            raise not_a_model(path, FORMAT, f"tri must be (F, 3), got {triangles.shape}")
+        triangles, _, flipped = orient_outward(mean, triangles)
+        regions = _regions(mat, num_vertices, path)
+        texture = _texture(mat, num_vertices, path)
     if landmarks is not None:
         lms = read_landmarks(landmarks, num_vertices, index_base=landmark_index_base)
     elif mat.get("keypoints") is not None:
         lms = read_landmarks(np.asarray(mat["keypoints"]).reshape(-1), num_vertices, index_base=1)
     else:
-        raise ModelFormatError(f"{path}: missing field 'keypoints' (68 landmarks) and no landmarks= given")
+        raise ModelFormatError(f"{path}: missing field 'keypoints' (68 landmarks); {LANDMARKS_HINT}")
     meta = base_meta(
         FORMAT,
         path,
@@ -142,7 +149,8 @@ def load_bfm_front(
         licence="derived from the Basel Face Model 2009 (BFM licence) and Guo et al. expression basis",
     )
     check_extent(mean, name)
-    return MorphableModel(
+    return build_model(
+        path,
         name=name,
         mean=mean,
         shape_basis=shape_basis,
@@ -151,9 +159,9 @@ def load_bfm_front(
         expression_std=np.ones(expr_basis.shape[2]),
         triangles=triangles,
         landmark_indices=lms,
-        regions=_regions(mat, num_vertices, path),
+        regions=regions,
         meta=meta,
-        **_texture(mat, num_vertices, path),
+        **texture,
     )
 
 

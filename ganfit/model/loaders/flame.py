@@ -46,11 +46,14 @@ from ..morphable import MorphableModel
 from ..safe_pickle import NumpyOnlyUnpickler
 from ._common import (
     base_meta,
+    build_model,
     check_extent,
     extent_meta,
+    not_a_model,
     orient_outward,
     read_landmarks,
     read_obj,
+    reading,
     require,
     require_file,
 )
@@ -59,8 +62,9 @@ FORMAT = "flame"
 METRE_TO_MM = 1000.0
 DEFAULT_NUM_SHAPE = 300
 NO_LANDMARKS = (
-    "FLAME's generic_model.pkl has no iBUG-68 landmarks; pass landmarks= (DECA's landmark_embedding.npy, "
-    "or 68 vertex indices)"
+    "FLAME's generic_model.pkl has no iBUG-68 landmarks; give DECA's landmark_embedding.npy (or a file of 68 "
+    "vertex indices: .txt, .json or .npy) with --model-landmarks FILE (Python: FitConfig(model_landmarks=FILE) "
+    "or load_model(..., landmarks=...))"
 )
 
 # (module, name) pairs the restricted unpickler resolves to the real object. Everything here only
@@ -288,25 +292,36 @@ def load_flame(
         uv_obj: optional ``head_template.obj`` for texture coordinates.
         name: model name.
     Raises:
-        ModelFormatError: unsafe/unreadable pickle, missing field (named), no landmarks.
+        ModelFormatError: ``corrupt or not a FLAME file`` (an unsafe or unreadable pickle, a missing field
+            (named), wrong shapes), or no landmarks given (the message names ``--model-landmarks``); the
+            file is read first, so a damaged file is reported as such.
     """
     require_file(path, FORMAT)
-    if landmarks is None:
-        raise ModelFormatError(NO_LANDMARKS)
-    data = restricted_load(Path(path).read_bytes(), str(path))
+    try:
+        data = restricted_load(Path(path).read_bytes(), str(path))
+    except ModelFormatError as exc:
+        raise not_a_model(path, FORMAT, str(exc).removeprefix(f"{path}: ")) from exc
     if not isinstance(data, dict):
-        raise ModelFormatError(f"{path}: expected a pickled dict, got {type(data).__name__}")
-    v_template = _as_array(require(data, "v_template", path, FORMAT), "v_template", path).astype(np.float64)
-    shapedirs = _as_array(require(data, "shapedirs", path, FORMAT), "shapedirs", path)
-    faces = _as_array(require(data, "f", path, FORMAT), "f", path).astype(np.int64)
-    num_vertices = v_template.shape[0]
-    if v_template.shape != (num_vertices, 3) or shapedirs.shape[:2] != (num_vertices, 3) or shapedirs.ndim != 3:
-        raise ModelFormatError(f"{path}: v_template {v_template.shape} and shapedirs {shapedirs.shape} do not match")
-    total = shapedirs.shape[2]
-    k_shape = min(total, DEFAULT_NUM_SHAPE if num_shape is None else int(num_shape))
-    mean = v_template * METRE_TO_MM
+        raise not_a_model(path, FORMAT, f"expected a pickled dict, got {type(data).__name__}")
+    with reading(path, FORMAT):
+        v_template = _as_array(require(data, "v_template", path, FORMAT), "v_template", path).astype(np.float64)
+        shapedirs = _as_array(require(data, "shapedirs", path, FORMAT), "shapedirs", path)
+        faces = _as_array(require(data, "f", path, FORMAT), "f", path).astype(np.int64)
+        num_vertices = v_template.shape[0] if v_template.ndim else 0
+        if num_vertices == 0 or v_template.shape != (num_vertices, 3) or shapedirs.ndim != 3 \
+                or shapedirs.shape[:2] != (num_vertices, 3):
+            raise not_a_model(path, FORMAT, f"v_template {v_template.shape} and shapedirs {shapedirs.shape} do not match")
+        if faces.ndim != 2 or faces.shape[1] != 3:
+            raise not_a_model(path, FORMAT, f"f must be (F, 3), got {faces.shape}")
+        total = shapedirs.shape[2]
+        k_shape = min(total, DEFAULT_NUM_SHAPE if num_shape is None else int(num_shape))
+        mean = v_template * METRE_TO_MM
+        if faces.size and (faces.min() < 0 or faces.max() >= num_vertices):
+            raise not_a_model(path, FORMAT, f"f has vertex indices outside 0..{num_vertices - 1}")
     uv, uv_triangles = _uv_from_obj(uv_obj, faces)
     triangles, uv_triangles, flipped = orient_outward(mean, faces, uv_triangles)
+    if landmarks is None:
+        raise ModelFormatError(f"{path}: {NO_LANDMARKS}")
     lms = _flame_landmarks(landmarks, faces, num_vertices, landmark_index_base)
     meta = base_meta(
         FORMAT,
@@ -320,7 +335,8 @@ def load_flame(
         licence="FLAME licence (non-commercial scientific research; not redistributable)",
     )
     check_extent(mean, name)
-    return MorphableModel(
+    return build_model(
+        path,
         name=name,
         mean=mean,
         shape_basis=shapedirs[:, :, :k_shape] * METRE_TO_MM,

@@ -48,7 +48,9 @@ import numpy as np
 from ...errors import ModelFormatError
 from ..morphable import MorphableModel
 from ._common import (
+    LANDMARKS_HINT,
     base_meta,
+    build_model,
     check_extent,
     extent_meta,
     orient_outward,
@@ -184,7 +186,8 @@ def load_ict(
     elif "idx_to_landmark_verts" in index:
         lms = read_landmarks(index["idx_to_landmark_verts"], num_vertices)
     else:
-        raise ModelFormatError(f"{folder / INDEX_FILE}: missing field 'idx_to_landmark_verts' and no landmarks= given")
+        raise ModelFormatError(f"{folder / INDEX_FILE}: missing field 'idx_to_landmark_verts' (68 landmarks); "
+                               f"{LANDMARKS_HINT}")
     meta = base_meta(
         FORMAT,
         folder,
@@ -199,7 +202,8 @@ def load_ict(
         licence="ICT-FaceKit, MIT licence (USC Institute for Creative Technologies)",
     )
     check_extent(mean, name)
-    return MorphableModel(
+    return build_model(
+        folder,
         name=name,
         mean=mean,
         shape_basis=shape_basis,
