@@ -395,3 +395,20 @@ def test_registered_pack_path_is_used(tmp_path, monkeypatch, onnx_folded):
     set_user_path("insightface-antelopev2", pack)
     net = make_identity_net("arcface")
     assert net.name == "arcface-r18" and net.source == str(pack)
+
+
+def test_a_lit_render_slightly_above_one_is_clamped_not_refused():
+    """Renders overshoot [0, 1] before clamping: ArcFace clamps up to 2 (the gradient passes inside the
+    range) and refuses 0-255 data instead of embedding it as if it were [0, 1]."""
+    net = ArcFace(random_iresnet("r18", seed=3))
+    gen = torch.Generator().manual_seed(5)
+    lm = identity_landmarks(1)
+    bright = torch.rand(1, 3, 112, 112, generator=gen) * 1.2
+    with torch.no_grad():
+        assert torch.allclose(net.embed(bright, lm), net.embed(bright.clamp(0, 1), lm), atol=1e-6)
+    with pytest.raises(ValueError, match=r"0-255 data"):
+        net.embed(bright * 255, lm)
+    x = (torch.rand(1, 3, 112, 112, generator=gen) * 1.05).requires_grad_(True)
+    net.embed(x, lm).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert (x.grad[x.detach() > 1] == 0).all() and (x.grad[x.detach() <= 1] != 0).float().mean() > 0.9

@@ -297,3 +297,25 @@ def test_bad_inputs_raise_value_error(model):
         model.embed(torch.rand(1, 3, 100, 100), lms * float("nan"))
     with pytest.raises(ValueError, match=r"rounding"):
         DlibResNet(rounding="nearest")
+
+
+def test_a_lit_render_slightly_above_one_is_clamped_not_refused(model):
+    """Renders overshoot [0, 1] before clamping (the joint stage feeds them): up to 2 is clamped, and
+    the gradient still reaches every pixel inside the range; 0-255 data is still refused."""
+    gen = torch.Generator().manual_seed(4)
+    bright = torch.rand(1, 3, 200, 220, generator=gen) * 1.2
+    lms = _template_landmarks().float()
+    assert bright.max() > 1.1
+    with torch.no_grad():
+        emb = model.embed(bright, lms)
+        clamped = model.embed(bright.clamp(0, 1), lms)
+    assert torch.allclose(emb, clamped, atol=1e-6)
+    with pytest.raises(ValueError, match=r"0-255 data"):
+        model.embed(bright * 255, lms)
+    with pytest.raises(ValueError, match=r"0-255 data"):
+        model.embed(torch.full((1, 3, 100, 100), 2.5), lms)
+    x = (torch.rand(1, 3, 200, 220, generator=gen) * 1.05).requires_grad_(True)
+    model.embed(x, lms).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().max() > 0
+    assert (x.grad[x.detach() > 1] == 0).all()  # clamped pixels
+    assert (x.grad[x.detach() <= 1] != 0).sum() > 1000

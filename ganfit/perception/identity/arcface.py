@@ -33,6 +33,7 @@ from torch import nn
 
 from ...assets.registry import get_asset
 from ...errors import AssetError, ModelFormatError
+from .base import unit_range
 
 __all__ = [
     "ARCFACE_TEMPLATE_112", "IRESNET_LAYERS", "ArcFace", "IBasicBlock", "IResNet", "align_faces",
@@ -443,12 +444,14 @@ class ArcFace(nn.Module):
         return align_faces(images, landmarks, 112)
 
     def _input(self, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        """Crop and normalise; a render slightly outside [0, 1] is clamped, 0-255 data refused (`unit_range`)."""
         p = next(self.net.parameters())
-        images = images.to(device=p.device, dtype=p.dtype)
+        images = unit_range(images.to(device=p.device, dtype=p.dtype))
         return self.preprocess(self.align(images, landmarks.to(p.device)))
 
     def embed(self, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-        """images (B, 3, H, W) RGB in [0, 1], landmarks (B, 68, 2) pixels -> (B, D) unit-norm embeddings."""
+        """images (B, 3, H, W) RGB in [0, 1] (a render slightly outside is clamped; see `unit_range`),
+        landmarks (B, 68, 2) pixels -> (B, D) unit-norm embeddings."""
         return F.normalize(self.net(self._input(images, landmarks)), dim=-1)
 
     def features(self, images: torch.Tensor, landmarks: torch.Tensor) -> list[torch.Tensor]:

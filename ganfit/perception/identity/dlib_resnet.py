@@ -55,6 +55,7 @@ from torch import nn
 
 from ...errors import AssetError, GanfitError, ModelFormatError
 from .dlib_chip import FACE_CHIP_PADDING, FACE_CHIP_SIZE, ROUNDING_MODES, extract_face_chips
+from .base import unit_range
 
 logger = logging.getLogger(__name__)
 
@@ -606,12 +607,6 @@ def _check_inputs(images: torch.Tensor, landmarks: torch.Tensor) -> None:
         raise ValueError(f"landmarks must be a (B, 68, 2) tensor of x, y pixels, got {_shape(landmarks)}")
     if landmarks.shape[0] != images.shape[0]:
         raise ValueError(f"images and landmarks disagree on the batch size: {images.shape[0]} vs {landmarks.shape[0]}")
-    if images.numel():
-        lo, hi = torch.aminmax(images.detach())
-        lo, hi = float(lo), float(hi)
-        if not (lo >= -1e-3 and hi <= 1.0 + 1e-3):  # also catches NaN
-            hint = " (it looks like 0-255 data: divide by 255)" if 1.0 < hi <= 255.0 and lo >= 0 else ""
-            raise ValueError(f"images must hold values in [0, 1], found [{lo:g}, {hi:g}]{hint}")
     if not torch.isfinite(landmarks.detach()).all():
         raise ValueError("landmarks contain NaN or infinite values")
 
@@ -653,9 +648,11 @@ class DlibResNet(nn.Module):
         return super().train(False)
 
     def chips(self, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-        """dlib's aligned face chips. images: (B, 3, H, W) [0, 1]; landmarks: (B, 68, 2) pixels.
+        """dlib's aligned face chips. images: (B, 3, H, W) [0, 1] (a render slightly outside, within
+        `ACCEPTED_RANGE`, is clamped to it); landmarks: (B, 68, 2) pixels.
         Returns (B, 3, 150, 150) in [0, 1], in the images' dtype and device."""
         _check_inputs(images, landmarks)
+        images = unit_range(images)
         return extract_face_chips(images, landmarks.to(images.device), size=self.chip_size,
                                   padding=self.padding, pyramid=self.pyramid, rounding=self.rounding)
 
