@@ -19,6 +19,8 @@ def read_options_file(path: str | Path, what: str = "config") -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {p}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} file {p} is not UTF-8 text (byte {exc.start}); give a YAML or JSON file") from exc
     is_json = p.suffix.lower() == ".json"
     try:
         if is_json:

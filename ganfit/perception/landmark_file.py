@@ -42,6 +42,8 @@ def read_landmarks(path: str | os.PathLike, expected: int | None = 68, pts_one_b
         raise LandmarkError(
             f"unsupported landmark file {path}: use one of {', '.join(SUPPORTED_SUFFIXES)}"
         )
+    if path.is_dir():
+        raise LandmarkError(f"landmark file {path} is a folder, not a file")
     if not path.is_file():
         raise LandmarkError(f"landmark file not found: {path}")
     try:
