@@ -627,7 +627,8 @@ class DlibResNet(nn.Module):
         (forward values match dlib's; straight-through gradients).
 
     embed(images, landmarks) -> (B, 128) unit-norm; descriptor(...) -> (B, 128) raw dlib descriptors;
-    features(...) -> the 5 stage outputs; chips(...) -> the (B, 3, 150, 150) aligned inputs.
+    features(...) -> the 5 stage outputs; embed_and_features(...) -> both from one pass; chips(...) -> the
+    (B, 3, 150, 150) aligned inputs.
     """
 
     name = "dlib-resnet"
@@ -669,6 +670,11 @@ class DlibResNet(nn.Module):
         """The 5 residual-stage outputs (B, C_k, H_k, W_k), shallow to deep: 32x35x35, 64x17x17,
         128x8x8, 256x4x4, 256x2x2."""
         return self.net.stage_outputs(self.chips(images, landmarks).to(self._dtype()))
+
+    def embed_and_features(self, images: torch.Tensor, landmarks: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`embed` and `features` from one pass of the network (the joint stage needs both every step)."""
+        feats = self.net.stage_outputs(self.chips(images, landmarks).to(self._dtype()))
+        return F.normalize(self.net.fc(feats[-1].mean(dim=(2, 3))), dim=1), feats
 
     def _dtype(self) -> torch.dtype:
         return self.net.fc.weight.dtype

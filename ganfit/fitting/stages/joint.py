@@ -1,0 +1,408 @@
+"""The joint stage of GANFit (Gecer et al., CVPR 2019, sec. 3.5): from the landmark stage's shape, expression and
+pose, Adam optimises the texture latent, SH lighting, a per-channel colour gain and offset, shape, expression,
+rotation and translation against the identity, id-hat, content, pixel and landmark terms and the priors
+(`joint_energy`). The focal length stays the landmark stage's.
+
+Schedule: `warmup_iterations` with only the texture latent, lighting and colour moving (the geometry is the
+landmark stage's, which the early, wrong texture must not pull), then everything; an early stop when the
+deterministic part of the energy (all but the random id-hat) has not improved for `plateau_patience`
+iterations. Guards: a non-finite term or gradient rolls the variables back to the last finite state, clears
+Adam's moments and halves the learning rates; a final landmark error worse than the start by more than the
+margin returns the last state within the margin, with a warning.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from ...errors import FitError
+from ...render.renderer import Renderer
+from ...render.shading import default_sh
+from ..losses import landmark_weights as default_landmark_weights
+from ..params import FitParams
+from .joint_energy import TERMS, JointEnergy, JointTargets, JointVariables
+from .joint_terms import robust_pixel_loss, sh_least_squares, truncate_latent
+
+__all__ = ["JointRates", "JointStage", "JointStageConfig", "JointStageResult", "JointWeights", "JointInputError"]
+
+GEOMETRY = ("shape", "expression", "rotation", "translation")
+APPEARANCE = ("latent", "lighting", "gain", "offset")
+
+
+class JointInputError(FitError, ValueError):
+    """An input of the joint stage has the wrong shape or values."""
+
+
+@dataclass(frozen=True)
+class JointWeights:
+    """Weights of the joint stage's terms (see `joint_energy`; the landmark and the two shape priors at 1 are
+    the landmark stage's energy, the image terms are weighted against it)."""
+
+    identity: float = 2.0
+    identity_hat: float = 1.0
+    content: float = 1.0
+    pixel: float = 10.0
+    landmark: float = 1.0
+    shape_prior: float = 1.0
+    expression_prior: float = 1.0
+    lighting_prior: float = 1.0
+    latent_prior: float = 0.01
+
+
+@dataclass(frozen=True)
+class JointRates:
+    """Adam learning rates per parameter group (units: std for latent, shape and expression; SH coefficients;
+    gain and offset; radians; millimetres)."""
+
+    latent: float = 0.05
+    lighting: float = 0.01
+    colour: float = 0.005
+    shape: float = 0.03
+    expression: float = 0.03
+    rotation: float = 0.002
+    translation: float = 0.3
+
+
+@dataclass(frozen=True)
+class JointStageConfig:
+    """The joint stage's settings.
+
+    iterations: most Adam iterations; warmup_iterations: the first ones move only latent, lighting, colour.
+    resolution: side of the face crop rendered and compared (px); crop_margin: crop side / dlib chip side.
+    weights, rates: `JointWeights`, `JointRates`.
+    landmark_sigma, jaw_weight: the landmark term's definition (as `FitConfig`; used when `run` gets no weights).
+    lighting_sigma, gain_sigma, offset_sigma: prior stds (irradiance units; gain; [0, 1] colour units).
+    latent_truncation: per-coordinate bound of the texture latent in prior std units (inf: none).
+    latent_candidates: random latents tried at the start; the best by the pixel term starts the fit.
+    init_lighting: start from the least-squares SH light of the photo (else the ambient default).
+    content_layers, pixel_regions, pixel_keep: see `JointEnergy`.
+    id_hat_yaw, id_hat_pitch, id_hat_expression, id_hat_light: the id-hat sampler (degrees, std units, strength).
+    grad_clip: per-group gradient norm bound (OSTeC, Gecer et al. 2021, clips at 2.0; 0 = off).
+    plateau_patience, plateau_tolerance: stop after this many iterations without a relative improvement of
+        the deterministic energy by tolerance (0 patience: never).
+    landmark_margin, landmark_margin_px: the largest accepted landmark error at the end,
+        start * (1 + margin) + margin_px.
+    max_rollbacks: non-finite steps tolerated before the stage gives up (keeping the last finite state).
+    """
+
+    iterations: int = 100
+    warmup_iterations: int = 20
+    resolution: int = 224
+    crop_margin: float = 1.3
+    weights: JointWeights = field(default_factory=JointWeights)
+    rates: JointRates = field(default_factory=JointRates)
+    landmark_sigma: float = 0.02
+    jaw_weight: float = 0.5
+    lighting_sigma: float = 0.3
+    gain_sigma: float = 0.1
+    offset_sigma: float = 0.05
+    latent_truncation: float = 3.0
+    latent_candidates: int = 8
+    init_lighting: bool = True
+    content_layers: tuple[int, ...] = (1, 2, 3)
+    pixel_regions: tuple[str, ...] = ("face",)
+    pixel_keep: float = 0.9
+    id_hat_yaw: float = 30.0
+    id_hat_pitch: float = 15.0
+    id_hat_expression: float = 0.7
+    id_hat_light: float = 0.5
+    grad_clip: float = 2.0
+    plateau_patience: int = 15
+    plateau_tolerance: float = 2e-3
+    landmark_margin: float = 0.3
+    landmark_margin_px: float = 0.5
+    max_rollbacks: int = 5
+
+    def __post_init__(self) -> None:
+        from ...errors import ConfigError
+
+        if self.iterations < 0 or self.warmup_iterations < 0:
+            raise ConfigError("joint stage iterations must be >= 0")
+        if self.resolution < 32:
+            raise ConfigError(f"joint stage resolution must be >= 32 px, got {self.resolution}")
+        if not 0 < self.pixel_keep <= 1:
+            raise ConfigError(f"pixel_keep must be in (0, 1], got {self.pixel_keep}")
+        if min(asdict(self.rates).values()) < 0 or min(asdict(self.weights).values()) < 0:
+            raise ConfigError("joint stage weights and learning rates must be >= 0")
+
+
+@dataclass
+class JointStageResult:
+    """Output of `JointStage.run`.
+
+    params: fitted `FitParams` (image camera; focal and principal as given). latent: (B, D) texture latent;
+    lighting: (B, 9, 3) SH; gain, offset: (B, 3); texture: (B, 3, Hu, Wu) the model texture of the latent.
+    history: one dict per iteration, term -> B values (the weighted terms' raw values, ``total``,
+    ``reprojection_px``, ``lr_scale``), the last entry the returned state. stop_reason: per image
+    ("plateau", "iteration_limit", "diverged"); iterations: Adam steps taken; warnings: per image;
+    seconds: wall time of the run.
+    """
+
+    params: FitParams
+    latent: torch.Tensor
+    lighting: torch.Tensor
+    gain: torch.Tensor
+    offset: torch.Tensor
+    texture: torch.Tensor
+    history: list[dict[str, list[float]]] = field(default_factory=list)
+    stop_reason: list[str] = field(default_factory=list)
+    iterations: int = 0
+    warnings: list[list[str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def term(self, name: str, index: int = 0) -> list[float]:
+        """One term's values over the iterations for image `index`."""
+        return [h[name][index] for h in self.history]
+
+
+class JointStage:
+    """The joint stage for one face model and its collaborators (built by the caller; none is created here).
+
+    Args:
+        model: the `MorphableModel`.
+        renderer: a `Renderer` of the model; its rasterizer renders the crop (at `config.resolution`).
+        identity_net: an `IdentityNet` (dlib ResNet, ArcFace) or None (identity, id-hat and content off).
+        texture_model: a `TextureModel` in the model's UV layout (PGGAN or linear).
+        config: `JointStageConfig`.
+        device: where the stage runs.
+    """
+
+    def __init__(self, model, renderer: Renderer, identity_net, texture_model,
+                 config: JointStageConfig | None = None, device: str | torch.device = "cpu") -> None:
+        self.model, self.identity_net, self.texture_model = model, identity_net, texture_model
+        self.config = config or JointStageConfig()
+        self.device = torch.device(device)
+        res = (self.config.resolution, self.config.resolution)
+        self.renderer = renderer if tuple(renderer.image_size) == res else Renderer(
+            model, renderer.rasterizer, image_size=res, near=renderer.near, far=renderer.far,
+            texture_filter=renderer.texture_filter)
+        c = self.config
+        self.energy = JointEnergy(model, self.renderer, identity_net, texture_model, content_layers=c.content_layers,
+                                  pixel_regions=c.pixel_regions, pixel_keep=c.pixel_keep, lighting_sigma=c.lighting_sigma,
+                                  gain_sigma=c.gain_sigma, offset_sigma=c.offset_sigma, id_hat_yaw=c.id_hat_yaw,
+                                  id_hat_pitch=c.id_hat_pitch, id_hat_expression=c.id_hat_expression,
+                                  id_hat_light=c.id_hat_light)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        w = asdict(self.config.weights)
+        if self.identity_net is None:
+            w.update({k: 0.0 for k in ("identity", "identity_hat", "content")})
+        return w
+
+    # ------------------------------------------------------------------ inputs
+    def _images(self, images: torch.Tensor) -> torch.Tensor:
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
+            raise JointInputError(f"images must be a float (B, H, W, 3) or (B, 3, H, W) tensor, got "
+                                  f"{getattr(images, 'shape', type(images).__name__)}")
+        if images.shape[1] != 3 and images.shape[-1] == 3:
+            images = images.permute(0, 3, 1, 2)
+        if images.shape[1] != 3:
+            raise JointInputError(f"images must have 3 colour channels, got shape {tuple(images.shape)}")
+        lo, hi = (float(x) for x in torch.aminmax(images.detach()))
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -1e-3 or hi > 1 + 1e-3:
+            raise JointInputError(f"images must hold values in [0, 1], found [{lo:g}, {hi:g}] (0-255 data: divide by 255)")
+        return images.to(self.device, torch.float32).contiguous()
+
+    def initial_variables(self, params: FitParams, targets: JointTargets, generator: torch.Generator) -> JointVariables:
+        """Start: the landmark stage's geometry, the best of `latent_candidates` random latents by the pixel
+        term, and the least-squares SH light of the photo (`joint_terms.sh_least_squares`)."""
+        c, b = self.config, params.batch_size
+        p = params.to(self.device, torch.float32)
+        light = default_sh(b, device=self.device)
+        one = torch.ones(b, 3, device=self.device)
+        v = JointVariables(latent=self.texture_model.sample(b, generator).to(self.device), lighting=light, gain=one,
+                           offset=torch.zeros_like(one), shape=p.shape, expression=p.expression,
+                           rotation=p.rotation, translation=p.translation)
+        with torch.no_grad():
+            if c.latent_candidates > 1:
+                best, best_loss = v.latent, None
+                for _ in range(c.latent_candidates):
+                    z = self.texture_model.sample(b, generator).to(self.device)
+                    trial = JointVariables(**{**dict(v.items()), "latent": truncate_latent(z, c.latent_truncation)})
+                    loss = self._pixel(trial, targets)
+                    better = loss < best_loss if best_loss is not None else torch.ones_like(loss, dtype=torch.bool)
+                    best = torch.where(better[:, None], trial.latent, best)
+                    best_loss = loss if best_loss is None else torch.minimum(loss, best_loss)
+                v.latent = best
+            v.latent = truncate_latent(v.latent, c.latent_truncation)
+            if c.init_lighting:
+                img, out = self.energy.render(v, targets)  # lit by the ambient default: the albedo
+                mask = self.energy.pixel_mask(out)
+                n = out.normals.flatten(1, 2)
+                v.lighting = sh_least_squares(img.permute(0, 2, 3, 1).flatten(1, 2), n,
+                                              targets.photo.permute(0, 2, 3, 1).flatten(1, 2), mask.flatten(1), light)
+        return v
+
+    def _pixel(self, v: JointVariables, t: JointTargets) -> torch.Tensor:
+        img, out = self.energy.render(v, t)
+        from .joint_terms import composite
+
+        return robust_pixel_loss(composite(img, out.alpha, t.photo), t.photo, self.energy.pixel_mask(out), self.config.pixel_keep)
+
+    # ------------------------------------------------------------------ run
+    def run(self, images: torch.Tensor, target_landmarks: torch.Tensor, params: FitParams, vertex_ids: torch.Tensor, *,
+            generator: torch.Generator, landmark_weights: torch.Tensor | None = None,
+            progress: Callable[[int, dict[str, torch.Tensor]], None] | None = None) -> JointStageResult:
+        """Fit B photos from the landmark stage's result.
+
+        Args:
+            images: (B, H, W, 3) or (B, 3, H, W) float RGB in [0, 1].
+            target_landmarks: (B, 68, 2) detected landmarks, pixels.
+            params: the landmark stage's `FitParams` (its focal and principal point are kept).
+            vertex_ids: (B, 68) model vertex of each landmark (`LandmarkStageResult.vertex_ids`), kept fixed.
+            generator: the fit's random numbers (latent candidates, id-hat poses); same seed, same result.
+            landmark_weights: (68,) or (B, 68); default ones with the jaw at `config.jaw_weight`.
+            progress: called after every iteration with (iteration, {term: (B,) tensor}).
+        """
+        t_start = time.perf_counter()
+        c = self.config
+        imgs = self._images(images)
+        b = imgs.shape[0]
+        lms = target_landmarks.to(self.device, torch.float32)
+        if lms.shape != (b, 68, 2) or not torch.isfinite(lms).all():
+            raise JointInputError(f"target_landmarks must be finite (B={b}, 68, 2), got {tuple(target_landmarks.shape)}")
+        if params.batch_size != b or vertex_ids.shape != (b, 68):
+            raise JointInputError(f"params and vertex_ids must be for {b} images, got {params.batch_size} and {tuple(vertex_ids.shape)}")
+        w_lm = default_landmark_weights(c.jaw_weight) if landmark_weights is None else landmark_weights
+        weights = self.weights
+        p32 = params.to(self.device, torch.float32)
+        targets = self.energy.prepare(imgs, lms, p32, vertex_ids.to(self.device), w_lm.to(self.device, torch.float32),
+                                      c.landmark_sigma, default_sh(b, device=self.device), c.crop_margin,
+                                      weights["content"] > 0)
+        v = self.initial_variables(p32, targets, generator)
+        leaves = {k: t.detach().clone().requires_grad_(True) for k, t in v.items()}
+        rates = asdict(c.rates)
+        lr_of = {"latent": rates["latent"], "lighting": rates["lighting"], "gain": rates["colour"],
+                 "offset": rates["colour"], "shape": rates["shape"], "expression": rates["expression"],
+                 "rotation": rates["rotation"], "translation": rates["translation"]}
+        opt = torch.optim.Adam([{"params": [leaves[k]], "lr": lr_of[k], "name": k} for k in leaves])
+        runner = _Loop(self, targets, generator, weights, progress)
+        final, reason, steps = runner.optimise(leaves, opt, c)
+        result_v, warnings = runner.landmark_guard(final)
+        history = runner.history
+        # the returned state's terms as the last history entry
+        with torch.no_grad():
+            runner.record(result_v, runner.evaluate(result_v, with_id_hat=False), runner.lr_scale)
+        latent = result_v.latent
+        texture = self.texture_model.decode(latent).detach()
+        out_params = FitParams(result_v.shape, result_v.expression, result_v.rotation, result_v.translation,
+                               p32.focal, p32.principal).to(dtype=params.shape.dtype)
+        warnings = [w + runner.warnings for w in warnings]
+        return JointStageResult(params=out_params, latent=latent, lighting=result_v.lighting, gain=result_v.gain,
+                                offset=result_v.offset, texture=texture, history=history,
+                                stop_reason=[reason] * b, iterations=steps, warnings=warnings,
+                                seconds=time.perf_counter() - t_start)
+
+
+class _Loop:
+    """One run's optimisation loop: evaluation, history, the NaN guard, the plateau stop, the landmark guard."""
+
+    def __init__(self, stage: JointStage, targets: JointTargets, generator, weights, progress) -> None:
+        self.stage, self.t, self.generator, self.weights, self.progress = stage, targets, generator, weights, progress
+        self.history: list[dict[str, list[float]]] = []
+        self.warnings: list[str] = []
+        self.lr_scale = 1.0
+        self.start_px: torch.Tensor | None = None
+        self.within: JointVariables | None = None  # last state within the landmark margin, per image
+
+    def evaluate(self, v: JointVariables, with_id_hat: bool = True) -> dict[str, torch.Tensor]:
+        w = dict(self.weights)
+        if not with_id_hat:
+            w["identity_hat"] = 0.0
+        terms = self.stage.energy.terms(v, self.t, self.generator, w)
+        terms["total"] = sum(w[k] * terms[k] for k in TERMS if w[k])
+        return terms
+
+    def record(self, v: JointVariables, terms: dict[str, torch.Tensor], lr_scale: float) -> None:
+        entry = {k: [float(x) for x in t.detach().cpu()] for k, t in terms.items()}
+        entry["lr_scale"] = [lr_scale] * v.shape.shape[0]
+        self.history.append(entry)
+        if self.progress is not None:
+            self.progress(len(self.history) - 1, {k: t.detach() for k, t in terms.items()})
+
+    def optimise(self, leaves: dict[str, torch.Tensor], opt, c: JointStageConfig):
+        v = JointVariables(**leaves)
+        last_good = v.detached()
+        best, since_best, rollbacks, reason, steps = math.inf, 0, 0, "iteration_limit", 0
+        for it in range(c.iterations):
+            geometry_free = it >= c.warmup_iterations
+            for k in GEOMETRY:
+                leaves[k].requires_grad_(geometry_free)
+            opt.zero_grad(set_to_none=True)
+            terms = self.evaluate(v)
+            total = terms["total"]
+            ok = bool(torch.isfinite(total).all())
+            if ok:
+                total.sum().backward()
+                ok = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in leaves.values())
+            if not ok:
+                rollbacks += 1
+                self.lr_scale *= 0.5
+                self.warnings.append(f"joint stage: non-finite loss or gradient at iteration {it}; rolled back to the "
+                                     f"last finite state, learning rates x{self.lr_scale:g}")
+                with torch.no_grad():
+                    for k, p in leaves.items():
+                        p.copy_(getattr(last_good, k))
+                opt.state.clear()
+                for g in opt.param_groups:
+                    g["lr"] *= 0.5
+                if rollbacks > c.max_rollbacks:
+                    reason = "diverged"
+                    self.warnings.append(f"joint stage: gave up after {rollbacks} non-finite steps; kept the last finite state")
+                    break
+                continue
+            last_good = v.detached()
+            self.record(v, terms, self.lr_scale)
+            px = terms["reprojection_px"]
+            if self.start_px is None:
+                self.start_px = px.clone()
+                self.within = last_good
+            else:
+                self.within = last_good.select(px <= self._limit(), self.within)
+            if c.grad_clip > 0:
+                for p in leaves.values():
+                    if p.grad is not None:
+                        torch.nn.utils.clip_grad_norm_([p], c.grad_clip)
+            opt.step()
+            steps += 1
+            with torch.no_grad():
+                leaves["latent"].copy_(truncate_latent(leaves["latent"], c.latent_truncation))
+            det = float((total - self.weights["identity_hat"] * terms["identity_hat"]).detach().sum())
+            if det < best - c.plateau_tolerance * abs(best) or not math.isfinite(best):
+                best, since_best = det, 0
+            else:
+                since_best += 1
+            if c.plateau_patience and geometry_free and since_best >= c.plateau_patience:
+                reason = "plateau"
+                break
+        with torch.no_grad():
+            final = JointVariables(**leaves).detached()
+            if reason == "diverged":
+                final = last_good
+            terms = self.evaluate(final, with_id_hat=False)
+            if not all(bool(torch.isfinite(terms[k]).all()) for k in ("total", "reprojection_px")):
+                final = last_good
+        return final, reason, steps
+
+    def _limit(self) -> torch.Tensor:
+        c = self.stage.config
+        return self.start_px * (1 + c.landmark_margin) + c.landmark_margin_px
+
+    def landmark_guard(self, final: JointVariables) -> tuple[JointVariables, list[list[str]]]:
+        """The final state, or per image the last state within the landmark margin when the final one is not."""
+        b = final.shape.shape[0]
+        if self.start_px is None:
+            return final, [[] for _ in range(b)]
+        with torch.no_grad():
+            px = self.stage.energy.terms(final, self.t, self.generator, {k: 0.0 for k in TERMS})["reprojection_px"]
+        ok = px <= self._limit()
+        out = final.select(ok, self.within)
+        warnings = [[] if bool(ok[i]) else [
+            f"joint stage: landmark error rose from {float(self.start_px[i]):.2f} to {float(px[i]):.2f} px (margin "
+            f"{float(self._limit()[i]):.2f} px); kept the last state within the margin"] for i in range(b)]
+        return out, warnings
