@@ -89,7 +89,7 @@ class JointStageConfig:
     max_rollbacks: non-finite steps tolerated before the stage gives up (keeping the last finite state).
     """
 
-    iterations: int = 100
+    iterations: int = 60
     warmup_iterations: int = 20
     resolution: int = 224
     crop_margin: float = 1.3
