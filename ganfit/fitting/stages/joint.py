@@ -87,6 +87,11 @@ class JointStageConfig:
     landmark_margin, landmark_margin_px: the largest accepted landmark error at the end,
         start * (1 + margin) + margin_px.
     max_rollbacks: non-finite steps tolerated before the stage gives up (keeping the last finite state).
+
+    Defaults measured 2026-12-04 (benchmarks/joint.py, RESULTS.md "Joint stage (first slice)", 2-core CPU, one
+    thread): 260-330 ms per iteration at 224 px with dlib and the id-hat, so 60 iterations = 16-20 s per photo;
+    the term weights are first guesses (the landmark and shape priors at their probabilistic 1; pixel 10,
+    identity 2, id-hat 1, content 1), not yet tuned: geometry barely moves under them.
     """
 
     iterations: int = 60
