@@ -13,7 +13,7 @@ from PIL import Image as PILImage
 from PIL import ImageFile
 
 from ganfit.errors import GanfitError, ImageError
-from ganfit.io.images import ALPHA_BACKGROUND, Image, load_image, save_png
+from ganfit.io.images import ALPHA_BACKGROUND, WORKING_MAX_PIXELS, Image, load_image, save_png
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
 
@@ -160,9 +160,108 @@ def test_large_photo_loads_without_bomb_warning(tmp_path: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         image = load_image(tmp_path / "big.png")
-    assert image.pixels.shape == (8000, 8000, 3)
-    np.testing.assert_allclose(image.pixels[4000, 4000], [10 / 255, 200 / 255, 30 / 255], atol=1e-6)
+    assert image.pixels.shape == (4096, 4096, 3) and image.original_size == (8000, 8000)  # the working copy
+    np.testing.assert_allclose(image.pixels[2048, 2048], [10 / 255, 200 / 255, 30 / 255], atol=1e-6)
     assert PILImage.MAX_IMAGE_PIXELS == before
+
+
+# ------------------------------------------------------------------------- large photos: working copy
+
+_PEAK_LOAD = """
+import resource, sys, time
+from ganfit.io.images import load_image
+t = time.perf_counter()
+image = load_image(sys.argv[1])
+try:  # this process's own peak (ru_maxrss can carry the forking parent's over exec)
+    peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(image.pixels.shape[1], image.pixels.shape[0], *image.original_size, *image.scale, peak // 1024,
+      round(time.perf_counter() - t, 2))
+"""
+
+
+def test_20000px_jpeg_decodes_into_a_small_working_copy(tmp_path: Path):
+    # a 400-megapixel JPEG (the largest accepted): decoded at 1/4 scale by libjpeg, then area-averaged
+    # to 4096 x 4096; a full decode would take 1.6 GB in Pillow and 4.8 GB as float32
+    import subprocess
+    import sys
+
+    path = tmp_path / "huge.jpg"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+        canvas = PILImage.new("L", (20_000, 20_000), 90)  # 400 MB here, for a moment
+        canvas.paste(200, (0, 0, 10_000, 20_000))  # left half bright
+        canvas.save(path, quality=80)
+        del canvas
+    out = subprocess.run([sys.executable, "-c", _PEAK_LOAD, str(path)], capture_output=True, text=True, check=True)
+    w, h, ow, oh, sx, sy, peak_mb, seconds = out.stdout.split()
+    assert (int(w), int(h), int(ow), int(oh)) == (4096, 4096, 20_000, 20_000)
+    assert float(sx) == float(sy) == 4096 / 20_000
+    assert int(peak_mb) < 700, f"peak memory {peak_mb} MB"  # ~450 MB measured: the 1/4-scale decode + copies
+    image = load_image(path)
+    np.testing.assert_allclose(image.pixels[100, [100, 2047, 2048, 4000]].mean(1), [200 / 255, 200 / 255, 90 / 255, 90 / 255], atol=0.01)
+
+
+@pytest.mark.parametrize(("tag", "stored"), [(6, PILImage.Transpose.ROTATE_90), (5, PILImage.Transpose.TRANSPOSE)])
+def test_large_photo_orientation_and_original_size(tmp_path: Path, tag: int, stored):
+    # upright 6000 x 3000 (more than WORKING_MAX_PIXELS), stored sideways with an EXIF orientation tag
+    upright = np.zeros((3000, 6000), np.uint8)
+    upright[:1000, :2000] = 255  # a bright block at the top left of the upright photo
+    exif = PILImage.Exif()
+    exif[0x0112] = tag
+    PILImage.fromarray(upright).transpose(stored).save(tmp_path / "r.jpg", quality=95, exif=exif)
+    image = load_image(tmp_path / "r.jpg")
+    assert image.original_size == (6000, 3000) and image.orientation_applied == tag
+    assert image.pixels.shape[0] * image.pixels.shape[1] <= WORKING_MAX_PIXELS
+    sx, sy = image.scale
+    assert abs(sx - sy) < 1e-3 and image.width == round(6000 * sx)
+    # the block's corner maps by the scale: pixel edges x -> x * scale
+    row, col = image.pixels[..., 0].mean(1), image.pixels[..., 0].mean(0)
+    assert abs(int((row > 0.2).sum()) - 1000 * sy) <= 2 and abs(int((col > 0.1).sum()) - 2000 * sx) <= 2
+
+
+@pytest.mark.parametrize("kind", ["rgba", "palette", "16bit"])
+def test_large_png_working_copy_matches_the_photo_downscaled(tmp_path: Path, astronaut: PILImage.Image, kind: str):
+    # 4400 x 4000 = 17.6 megapixels, just over WORKING_MAX_PIXELS; the same pixels as an array take the
+    # exact area-averaging path: the file's copy (Pillow's BOX filter) must agree with it
+    big = astronaut.resize((4400, 4000), PILImage.Resampling.NEAREST)
+    array = np.asarray(big)
+    if kind == "rgba":
+        array = np.dstack([array, np.full((4000, 4400), 255, np.uint8)])
+        array[:, :2201] = 0  # transparent, hidden colour black: it must not bleed into the visible half
+        im = PILImage.fromarray(array, "RGBA")
+    elif kind == "palette":
+        im = big.convert("P", palette=PILImage.Palette.ADAPTIVE, colors=255)
+        array = np.asarray(im.convert("RGB"))
+    elif kind == "16bit":
+        array = np.asarray(big.convert("L"), np.uint16) * 257
+        im = PILImage.fromarray(array)
+    else:
+        im = big
+    im.save(tmp_path / "big.png", compress_level=0)
+    image, expected = load_image(tmp_path / "big.png"), load_image(array)
+    assert image.pixels.shape == expected.pixels.shape == (3905, 4295, 3) and image.original_size == (4400, 4000)
+    assert np.abs(image.pixels - expected.pixels).mean() < 0.003, kind
+
+
+def test_large_array_is_area_averaged():
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (8192, 8192), dtype=np.uint8)  # 2 x 2 blocks: exactly 4096 x 4096
+    image = load_image(array)
+    assert image.original_size == (8192, 8192) and image.scale == (0.5, 0.5)
+    expected = array.reshape(4096, 2, 4096, 2).mean((1, 3)) / 255.0
+    np.testing.assert_allclose(image.pixels[..., 1], expected, atol=1e-5)
+    gray = load_image(np.full((4000, 4400), 40_000, np.uint16))  # not a whole ratio: 4295 x 3905
+    assert gray.pixels.shape == (3905, 4295, 3) and np.allclose(gray.pixels, 40_000 / 65535, atol=1e-6)
+
+
+def test_large_non_jpeg_refused_with_the_limit(tmp_path: Path):
+    # 12000 x 9000 = 108 megapixels: fine as a JPEG, but a PNG is decoded at full size first
+    (tmp_path / "big.png").write_bytes(_png_bytes(12_000, 9_000, 8, 2, [bytes(36_000)]))
+    with pytest.raises(ImageError, match=r"too large to decode \(12000x9000, 108 megapixels\).*at most 100 megapixels.*JPEG") as info:
+        load_image(tmp_path / "big.png")
+    assert "\n" not in str(info.value)
 
 
 def test_pillow_globals_are_restored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

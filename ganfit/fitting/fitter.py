@@ -115,7 +115,7 @@ class Fitter:
             raise NothingFittedError(failures)
 
         target_t = torch.as_tensor(np.stack(targets), dtype=torch.float64, device=self.device)
-        sizes = torch.tensor([[img.pixels.shape[1], img.pixels.shape[0]] for img in loaded], dtype=torch.float64, device=self.device)
+        sizes = torch.tensor([img.original_size for img in loaded], dtype=torch.float64, device=self.device)
         base = None if cfg.landmark_weights is None else torch.tensor(cfg.landmark_weights)
         weights = landmark_weights(cfg.jaw_weight, base)
 
@@ -234,7 +234,7 @@ class Fitter:
             target = np.asarray(det.landmarks, dtype=np.float64)
         else:
             target, name = self._read_landmarks(spec, k)
-            check_landmark_placement(target, (img.pixels.shape[1], img.pixels.shape[0]), name)
+            check_landmark_placement(target, img.original_size, name)
             det = None
         timings["detect"] += time.perf_counter() - t0
         return img, target, det
@@ -277,7 +277,8 @@ class Fitter:
     def _detect(self, img):
         from ..perception.detect import select_face
 
-        detections = self.detector.detect(img.pixels)
+        sx, sy = img.scale  # a large photo's working copy is smaller: detections go back to the photo's pixels
+        detections = [d if (sx, sy) == (1.0, 1.0) else d.scaled(1.0 / sx, 1.0 / sy) for d in self.detector.detect(img.pixels)]
         try:
             return select_face(detections, self.config.face_index)
         except NoFaceError as exc:
@@ -286,8 +287,21 @@ class Fitter:
 
     def _meshes(self, model: MorphableModel, params, vertex_ids: torch.Tensor, loaded,
                 timings: dict[str, float]) -> tuple[list[FaceMesh], torch.Tensor]:
-        """Fitted meshes with photo colours and UV textures (`photo_texture.PhotoTexture`)."""
-        return self._texture(model).meshes(params, vertex_ids, [img.pixels for img in loaded], timings)
+        """Fitted meshes with photo colours and UV textures (`photo_texture.PhotoTexture`), with a progress bar
+        naming the step (the first fit also builds the UV layout: ~1.5 s)."""
+        bar = tqdm(total=len(loaded), desc="fit: texture", unit="face", disable=self.config.quiet, leave=False)
+
+        def progress(i: int, step: str) -> None:
+            bar.update(i - bar.n)
+            bar.set_postfix_str(step)
+
+        try:
+            out = self._texture(model).meshes(params, vertex_ids, [img.pixels for img in loaded], timings,
+                                              photo_scales=[img.scale for img in loaded], progress=progress)
+            bar.update(len(loaded) - bar.n)
+            return out
+        finally:
+            bar.close()
 
     def _texture(self, model: MorphableModel):
         """The `PhotoTexture` of this fitter's model, built once (it keeps the per-model UV layout,

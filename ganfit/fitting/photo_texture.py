@@ -11,8 +11,9 @@ results equal those of calling those functions on their own.
 """
 from __future__ import annotations
 
+import logging
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ from .params import FitParams
 from .result import FaceMesh
 
 __all__ = ["PhotoTexture", "RENDER_MAX_SIDE"]
+
+log = logging.getLogger(__name__)
 
 #: longest side (px) of the overlay renders (the overlay panels' size)
 RENDER_MAX_SIDE = 1024
@@ -98,6 +101,8 @@ class PhotoTexture:
         """The model's UV layout at the texture size, with its mirror map (per-vertex UVs only)."""
         if self._layout is None:
             m = self.model
+            log.info("building the %d x %d UV layout of %s (once per model and texture size, ~1.5 s at 768)",
+                     self.texture_size, self.texture_size, m.name)
             self._layout = uv_layout(m.uv, m.triangles, self.texture_size, uv_triangles=m.uv_triangles,
                                      mirror=self.mirror if m.uv_triangles is None else None,
                                      num_vertices=m.num_vertices)
@@ -106,7 +111,8 @@ class PhotoTexture:
     # ------------------------------------------------------------------ per photo
     @torch.no_grad()
     def meshes(self, params: FitParams, vertex_ids: torch.Tensor, photos: Sequence[np.ndarray],
-               timings: dict[str, float] | None = None) -> tuple[list[FaceMesh], torch.Tensor]:
+               timings: dict[str, float] | None = None, *, photo_scales: Sequence[tuple[float, float]] | None = None,
+               progress: Callable[[int, str], None] | None = None) -> tuple[list[FaceMesh], torch.Tensor]:
         """The fitted meshes with their photo colours and UV textures.
 
         Args:
@@ -114,6 +120,11 @@ class PhotoTexture:
             photos: B (H, W, 3) float32 photos in [0, 1] (or uint8).
             timings: seconds are added under "geometry", "colors", "texture_unwrap", "texture_complete"
                 and "texture" (their sum).
+            photo_scales: per photo (x, y) pixels of `photos[i]` per pixel of the camera's image
+                (`ganfit.io.images.Image.scale`: a large photo's downscaled working copy); default 1.
+                The fit and the returned meshes stay in the camera's pixels.
+            progress: called as progress(i, step) when photo i starts a step ("colours", "UV layout",
+                "unwrap", "completion").
         Returns:
             (B `FaceMesh`, (B, 68, 2) float32 fitted landmark positions in pixels).
         """
@@ -136,8 +147,11 @@ class PhotoTexture:
             colors = visible = texture = texture_mask = None
             if normals_c is not None:
                 t = time.perf_counter()
+                _report(progress, i, "colours")
                 h, w = photo.shape[:2]
                 p32, c32 = proj_c[i].float(), cam_c[i].float()
+                if photo_scales is not None and tuple(photo_scales[i]) != (1.0, 1.0):
+                    p32 = p32 * torch.tensor(photo_scales[i], dtype=torch.float32)  # into the working copy
                 depth = -c32[:, 2]
                 usable = torch.isfinite(p32).all(1) & torch.isfinite(c32).all(1) & (depth > 0)
                 zbuffer = screen_zbuffer(p32, depth.where(usable, torch.full_like(depth, float("nan"))),
@@ -148,7 +162,8 @@ class PhotoTexture:
                 colors, visible = torch.as_tensor(c, dtype=torch.float32), torch.as_tensor(vis)
                 t = _add(timings, "colors", t)
                 if self.makes_texture:
-                    texture, texture_mask = self._texture(photo, p32, c32, normals_c[i].float(), zbuffer, timings)
+                    texture, texture_mask = self._texture(photo, p32, c32, normals_c[i].float(), zbuffer, timings,
+                                                          lambda step, i=i: _report(progress, i, step))
             meshes.append(FaceMesh(
                 vertices=verts_c[i], vertices_camera=cam_c[i], projected=proj_c[i], triangles=tri.cpu(),
                 uv=uv, uv_triangles=uv_tri, colors=colors, visible=visible, texture=texture,
@@ -157,14 +172,18 @@ class PhotoTexture:
         return meshes, fitted.float().cpu()
 
     def _texture(self, photo, projected: torch.Tensor, camera_vertices: torch.Tensor, normals: torch.Tensor,
-                 zbuffer, timings: dict[str, float] | None) -> tuple[np.ndarray, np.ndarray]:
+                 zbuffer, timings: dict[str, float] | None, step: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray]:
         """UV texture of one photo: unwrap into the model's UV layout, complete unseen texels by symmetry
         and Poisson fill. Returns (texture (S, S, 3) float32, mask (S, S) float32)."""
         start = t = time.perf_counter()
+        if self._layout is None:
+            step("UV layout")
         layout = self.layout
+        step("unwrap")
         raw = unwrap(photo, projected, camera_vertices, self.model.triangles, layout=layout, zbuffer=zbuffer,
                      normals=normals)
         t = _add(timings, "texture_unwrap", t)
+        step("completion")
         texture, _ = complete(raw, layout.mirror, layout=layout)
         _add(timings, "texture_complete", t)
         _add(timings, "texture", start)
@@ -222,6 +241,11 @@ class PhotoTexture:
             out[i] = rgba
         _add(timings, "render", t)
         return out
+
+
+def _report(progress: Callable[[int, str], None] | None, index: int, step: str) -> None:
+    if progress is not None:
+        progress(index, step)
 
 
 def _pixel_box(points: torch.Tensor, valid: torch.Tensor, size: tuple[int, int], margin: int) -> tuple[int, int, int, int] | None:

@@ -254,6 +254,7 @@ class FitResult:
             self.landmarks_fitted[i].cpu().numpy(),
             normals,
             render=self.renders[i] if i < len(self.renders) else None,
+            image_size=tuple(float(v) for v in self.camera.image_size[i]),  # images[i] may be a downscaled copy
         )
 
 

@@ -18,6 +18,12 @@ Conversions (decided once, here, so every later stage sees the same thing):
 - Float data (float TIFF, mode F, or a float array) must already lie in [0, 1]; values outside
   (beyond a 1e-3 rounding tolerance) or NaN/inf raise `ImageError` rather than being silently rescaled.
 - Multi-frame files (GIF, multi-page TIFF) give their first frame.
+
+Large photos: `pixels` holds at most `WORKING_MAX_PIXELS` (4096 x 4096). A larger photo is decoded into a
+downscaled working copy (area-averaged, aspect kept); `Image.original_size` is the photo's own size and
+`Image.scale` the copy's pixels per photo pixel, so results can stay in the photo's coordinates. JPEGs are
+decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself (Pillow's `draft`), which costs almost nothing; other
+formats are decoded at full size first, so they are refused above `MAX_DECODE_PIXELS`.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
-from PIL import ImageFile, ImageOps
+from PIL import ImageFile
 
 from .._atomic import atomic_open
 from ..errors import ImageError
@@ -44,6 +50,15 @@ MAX_SIDE = 20_000
 """Largest accepted width or height in pixels."""
 MAX_PIXELS = 400_000_000
 """Largest accepted width * height."""
+WORKING_MAX_PIXELS = 4096 * 4096
+"""Most pixels of `Image.pixels`; larger photos are downscaled to this many (see the module docstring).
+Nothing after decoding gains from more: the detector searches at most 1024 px (4096 in its upsample
+passes), landmarks are predicted on a crop where the face is 256 px wide, the UV texture is 768 px, the
+occlusion z-buffer 512 px and the overlay 1024 px, so a face filling a fifth of the copy's width still
+feeds the texture at full detail. The float32 copy takes 201 MB (a 20000 x 20000 photo would take 4.8 GB)."""
+MAX_DECODE_PIXELS = 100_000_000
+"""Largest width * height of a photo that cannot be decoded downscaled (every format but JPEG): it is
+decoded at full size first (4 bytes a pixel, twice with transparency) before the working copy is made."""
 ALPHA_BACKGROUND = 0.5
 """Grey level that transparent pixels are composited onto."""
 FLOAT_TOLERANCE = 1e-3
@@ -63,6 +78,8 @@ class Image:
     source_mode: Pillow mode of the file ("RGB", "L", "RGBA", "I;16", "CMYK", "P", ...) or, for an
         array, "L", "LA", "RGB" or "RGBA" by channel count.
     source_bits: bits per channel sample in the source (1, 8, 16, 32 or 64).
+    original_size: (width, height) of the upright photo (or array). `pixels` is a downscaled working copy
+        of it when the photo has more than `WORKING_MAX_PIXELS`; None (the default) means the pixels' size.
     """
 
     pixels: np.ndarray
@@ -70,6 +87,19 @@ class Image:
     orientation_applied: int
     source_mode: str
     source_bits: int
+    original_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.original_size is None:
+            object.__setattr__(self, "original_size", (self.width, self.height))
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(x, y) pixels of `pixels` per pixel of the original photo: (1.0, 1.0) unless it was downscaled.
+        A point (x, y) of the photo (pixel edges: the photo spans [0, W] x [0, H]) is at
+        (x * scale[0], y * scale[1]) in `pixels`."""
+        width, height = self.original_size
+        return self.width / width, self.height / height
 
     @property
     def height(self) -> int:
@@ -85,6 +115,8 @@ def load_image(source: ImageSource) -> Image:
 
     source: a file path, or an array of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)
         with dtype uint8 (0-255), uint16 (0-65535), bool, or float in [0, 1].
+    A photo (or array) of more than `WORKING_MAX_PIXELS` pixels comes back downscaled to that many;
+    `Image.original_size` and `Image.scale` say from what.
     Raises ImageError for anything that cannot be turned into a usable RGB photo.
     """
     if isinstance(source, np.ndarray):
@@ -130,11 +162,28 @@ def _image_from_file(path: Path) -> Image:
             raise ImageError(f"cannot read {path}: {exc}") from exc
         with pil:
             _check_size(pil.size, str(path))
-            mode, bits = pil.mode, _pillow_bits(pil)
+            mode, bits, stored = pil.mode, _pillow_bits(pil), pil.size
+            target = working_size(stored)
+            box = _draft(pil, target, path) if target is not None else None
             _decode_fully(pil, path)
-            orientation, pil = _apply_exif_orientation(pil, path)
-            pixels = _pillow_to_rgb(pil, path)
-    return _finish(pixels, str(path), orientation, mode, bits)
+            orientation = _exif_orientation(pil, path)
+            if target is not None:
+                pil = _downscale(pil, target, box)
+                logger.info("%s: %dx%d px, working on a %dx%d copy (results stay in the photo's pixels)",
+                            path, *stored, *target)
+            pixels = _pillow_to_rgb(_transpose(pil, orientation), path)
+    original = stored[::-1] if orientation in _SWAPS_SIDES else stored
+    return _finish(pixels, str(path), orientation, mode, bits, original)
+
+
+def working_size(size: tuple[int, int]) -> tuple[int, int] | None:
+    """(width, height) of the working copy of an image of `size` = (width, height), or None when it has
+    at most `WORKING_MAX_PIXELS` pixels and is used as it is."""
+    width, height = size
+    if width * height <= WORKING_MAX_PIXELS:
+        return None
+    factor = (WORKING_MAX_PIXELS / (width * height)) ** 0.5
+    return max(1, int(width * factor)), max(1, int(height * factor))
 
 
 def _check_file(path: Path) -> None:
@@ -187,6 +236,24 @@ def _pillow_bits(pil: PILImage.Image) -> int:
     return 8
 
 
+def _draft(pil: PILImage.Image, target: tuple[int, int], path: Path) -> tuple[float, float, float, float] | None:
+    """Ask the decoder for a reduced decode no smaller than `target` (JPEG: 1/2, 1/4 or 1/8 scale).
+    Returns the box of the photo in the decoded image's pixels, or None when decoding at full size
+    (refused above `MAX_DECODE_PIXELS`)."""
+    drafted = pil.draft(pil.mode, target)  # a no-op returning None for formats without reduced decoding
+    if drafted is not None:
+        return drafted[1]
+    width, height = pil.size
+    if width * height > MAX_DECODE_PIXELS:
+        kind = pil.format or "image"
+        raise ImageError(
+            f"{path} is too large to decode ({width}x{height}, {width * height / 1e6:.0f} megapixels): a {kind} "
+            f"is decoded at full size and may have at most {MAX_DECODE_PIXELS // 1_000_000} megapixels "
+            f"(JPEG up to {MAX_PIXELS // 1_000_000}): downscale it or save it as JPEG"
+        )
+    return None
+
+
 def _decode_fully(pil: PILImage.Image, path: Path) -> None:
     """Force a full decode so truncated or corrupt data raises here instead of loading grey."""
     try:
@@ -197,17 +264,45 @@ def _decode_fully(pil: PILImage.Image, path: Path) -> None:
         raise ImageError(f"{path} is truncated or corrupt: {exc}") from exc
 
 
-def _apply_exif_orientation(pil: PILImage.Image, path: Path) -> tuple[int, PILImage.Image]:
-    """Rotate/flip by the EXIF orientation tag. Returns (tag applied or 1, upright image)."""
+_ORIENTATIONS = {
+    2: PILImage.Transpose.FLIP_LEFT_RIGHT, 3: PILImage.Transpose.ROTATE_180, 4: PILImage.Transpose.FLIP_TOP_BOTTOM,
+    5: PILImage.Transpose.TRANSPOSE, 6: PILImage.Transpose.ROTATE_270, 7: PILImage.Transpose.TRANSVERSE,
+    8: PILImage.Transpose.ROTATE_90,
+}
+"""EXIF orientation tag -> the transform that makes the stored pixels upright (as `ImageOps.exif_transpose`)."""
+_SWAPS_SIDES = (5, 6, 7, 8)
+
+
+def _exif_orientation(pil: PILImage.Image, path: Path) -> int:
+    """The EXIF orientation tag (2-8), or 1 if there is none, it is invalid or the EXIF is unreadable."""
     try:
         tag = int(pil.getexif().get(EXIF_ORIENTATION_TAG, 1))
     except Exception as exc:  # malformed EXIF blocks should not make a good photo unreadable
         logger.warning("ignoring unreadable EXIF data in %s: %s", path, exc)
-        return 1, pil
-    if tag not in range(2, 9):
-        return 1, pil
-    upright = ImageOps.exif_transpose(pil)
-    return tag, upright
+        return 1
+    return tag if tag in _ORIENTATIONS else 1
+
+
+def _transpose(pil: PILImage.Image, tag: int) -> PILImage.Image:
+    """The image rotated/flipped upright for EXIF orientation `tag` (1: as it is)."""
+    return pil if tag == 1 else pil.transpose(_ORIENTATIONS[tag])
+
+
+def _downscale(pil: PILImage.Image, size: tuple[int, int], box: tuple[float, float, float, float] | None) -> PILImage.Image:
+    """The decoded image area-averaged to `size` (width, height); `box`: the photo's extent in its pixels
+    (None: all of it). Palette, bilevel, LAB and HSV images are converted to RGB(A) or L first (Pillow
+    would resize the first two by nearest pixel, the last two channel by channel); Pillow averages RGBA
+    and LA premultiplied, so the hidden colour of transparent pixels does not bleed."""
+    if pil.mode in ("P", "PA") or "transparency" in pil.info:
+        pil = pil.convert("RGBA" if pil.mode == "PA" or "transparency" in pil.info else "RGB")
+    elif pil.mode == "1":
+        pil = pil.convert("L")
+    elif pil.mode in ("LAB", "HSV"):
+        pil = pil.convert("RGB")
+    try:
+        return pil.resize(size, PILImage.Resampling.BOX, box=box)
+    except MemoryError as exc:
+        raise ImageError(f"not enough memory to downscale {pil.width}x{pil.height} px") from exc
 
 
 def _pillow_to_rgb(pil: PILImage.Image, path: Path) -> np.ndarray:
@@ -241,15 +336,63 @@ def _image_from_array(array: np.ndarray) -> Image:
         array = array[..., None]
     if array.ndim != 3 or array.shape[2] not in _ARRAY_MODES:
         raise ImageError(f"image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got shape {array.shape}")
-    _check_size((array.shape[1], array.shape[0]), "image array")
+    size = (array.shape[1], array.shape[0])
+    _check_size(size, "image array")
     mode, bits = _ARRAY_MODES[array.shape[2]], array.dtype.itemsize * 8
+    target = working_size(size)
+    if target is None:
+        pixels = _array_rgb(array, mode)
+    else:
+        pixels = _area_downscale(array, target, lambda rows: _array_rgb(rows, mode))
+        logger.info("image array: %dx%d px, working on a %dx%d copy", *size, *target)
+    return _finish(pixels, None, 1, mode, 1 if array.dtype == bool else bits, size)
+
+
+def _array_rgb(array: np.ndarray, mode: str) -> np.ndarray:
+    """(H, W, C) array of `mode` -> (H, W, 3) float32 RGB in [0, 1] (alpha composited)."""
     values = _array_to_unit(array)
     color = values[..., :3] if values.shape[2] >= 3 else values[..., :1]
     if mode in ("LA", "RGBA"):
-        pixels = _composite(_gray_to_rgb(color[..., 0]) if mode == "LA" else color, values[..., -1])
-    else:
-        pixels = _gray_to_rgb(color[..., 0]) if mode == "L" else color
-    return _finish(pixels, None, 1, mode, 1 if array.dtype == bool else bits)
+        return _composite(_gray_to_rgb(color[..., 0]) if mode == "LA" else color, values[..., -1])
+    return _gray_to_rgb(color[..., 0]) if mode == "L" else color
+
+
+_STRIP_PIXELS = 4_000_000
+"""Input pixels converted to float at a time by `_area_downscale` (48 MB of float32 RGB)."""
+
+
+def _area_downscale(array: np.ndarray, size: tuple[int, int], convert) -> np.ndarray:
+    """Area-average an (H, W, C) array to `size` = (w, h) as (h, w, 3) float32, converting it with
+    `convert` ((rows, W, C) -> (rows, W, 3) float32) a strip of rows at a time, so no full-size float
+    copy is made. Each output pixel is the mean of the input area it covers (pixel edges map exactly:
+    x_out = x_in * w / W)."""
+    height, width = array.shape[:2]
+    (w, h), cols, rows = size, _area_weights(width, size[0]), _area_weights(height, size[1])
+    out = np.zeros((h, w * 3), np.float32)
+    step = max(1, _STRIP_PIXELS // width)
+    for r0 in range(0, height, step):
+        strip = convert(array[r0 : r0 + step])  # (s, W, 3)
+        s = strip.shape[0]
+        i0, i1 = max(0, int(r0 * h / height) - 1), min(h, int((r0 + s) * h / height) + 2)  # rows it reaches
+        down = rows[i0:i1, r0 : r0 + s] @ strip.reshape(s, width * 3)  # (b, W * 3)
+        b = i1 - i0
+        across = cols @ down.reshape(b, width, 3).transpose(1, 0, 2).reshape(width, b * 3)  # (w, b * 3)
+        out[i0:i1] += across.reshape(w, b, 3).transpose(1, 0, 2).reshape(b, w * 3)
+    return np.clip(out.reshape(h, w, 3), 0.0, 1.0)
+
+
+def _area_weights(n_in: int, n_out: int):
+    """(n_out, n_in) scipy CSR matrix of area-averaging weights for n_out <= n_in: output pixel i covers
+    input [i, i + 1) * n_in / n_out, so each input pixel overlaps at most two outputs (rows sum to 1)."""
+    from scipy.sparse import csr_matrix
+
+    ratio = n_in / n_out
+    p = np.arange(n_in, dtype=np.float64)
+    first = np.minimum((p / ratio).astype(np.int64), n_out - 1)  # the output holding the input's left edge
+    split = np.minimum((first + 1) * ratio, p + 1.0)  # where the input leaves it
+    weights = np.concatenate([split - p, p + 1.0 - split]) / ratio
+    outputs = np.concatenate([first, np.minimum(first + 1, n_out - 1)])
+    return csr_matrix((weights.astype(np.float32), (outputs, np.tile(np.arange(n_in), 2))), shape=(n_out, n_in))
 
 
 def _array_to_unit(array: np.ndarray) -> np.ndarray:
@@ -302,8 +445,10 @@ def _float_to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(values * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _finish(pixels: np.ndarray, path: str | None, orientation: int, mode: str, bits: int) -> Image:
-    """Package (H, W, 3) pixels as a read-only, contiguous float32 `Image`."""
+def _finish(pixels: np.ndarray, path: str | None, orientation: int, mode: str, bits: int,
+            original_size: tuple[int, int]) -> Image:
+    """Package (H, W, 3) pixels as a read-only, contiguous float32 `Image` of a photo of `original_size`."""
     out = np.ascontiguousarray(pixels, dtype=np.float32)
     out.setflags(write=False)
-    return Image(pixels=out, path=path, orientation_applied=orientation, source_mode=mode, source_bits=bits)
+    return Image(pixels=out, path=path, orientation_applied=orientation, source_mode=mode, source_bits=bits,
+                 original_size=(int(original_size[0]), int(original_size[1])))

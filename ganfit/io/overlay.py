@@ -269,6 +269,7 @@ def make_fit_overlay(
     max_side: int = 1024,
     render=None,
     render_opacity: float = 0.9,
+    image_size: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """A side-by-side picture of a fit: [photo + landmarks | mesh blended on the photo (| render)].
 
@@ -291,10 +292,14 @@ def make_fit_overlay(
         render: (h, w, 4) premultiplied RGBA render of the face in [0, 1] (resized to the panel if its
             size differs), or None.
         render_opacity: opacity of the render over the photo.
+        image_size: (W, H) of the photo the coordinates are in, when `image` is a downscaled copy of it
+            (`ganfit.io.images.Image.original_size`); None: `image`'s own size.
     Returns:
         (h, 2 * w, 3) float32 in [0, 1] (3 * w with a render), with (h, w) the panel size.
     """
     img, (h, w) = _panel_photo(image, max_side)
+    if image_size is not None:
+        w, h = float(image_size[0]), float(image_size[1])
     nh, nw = img.shape[:2]
     factor = np.array([nw / w, nh / h])
     radius = max(1.5, max(nw, nh) / 300.0)

@@ -14,6 +14,7 @@ Coordinate convention: a box is (x0, y0, x1, y1) in pixel-edge coordinates (the 
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import math
@@ -69,6 +70,14 @@ class Detection:
     def center(self) -> np.ndarray:
         """(2,) x, y of the box centre."""
         return np.array([(self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2])
+
+    def scaled(self, sx: float, sy: float) -> "Detection":
+        """The same face in the image resized by (sx, sy) (e.g. found in a downscaled working copy,
+        mapped back to the photo by 1 / its scale): box edges are scaled, landmarks mapped pixel centre
+        to pixel centre."""
+        factor = np.array([sx, sy], dtype=np.float64)
+        return dataclasses.replace(self, box=np.asarray(self.box, np.float64) * np.tile(factor, 2),
+                                   landmarks=(np.asarray(self.landmarks, np.float64) + 0.5) * factor - 0.5)
 
 
 @runtime_checkable
