@@ -98,6 +98,12 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    "ignored (off); auto (default): dynamic for the 2d convention, static for 3d")
     p.add_argument("--texture-size", type=int, default=None, metavar="PX",
                    help="side of the UV texture unwrapped from the photo, 0 for none (default: 768)")
+    p.add_argument("--detector-upsample", type=int, default=None, metavar="N",
+                   help="extra passes of the dlib detector, each at twice the resolution, when it finds no face: "
+                   "0-3; raise it for small faces (each pass finds faces half as wide for ~4x the time) (default: 1)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads during the fit (default: 1; on the 2-core test machine a second "
+                   "thread gained nothing when idle and made fits up to 2.8x slower when busy)")
     p.add_argument("--no-overlay", action="store_true", help="do not write the overlay PNG")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary; errors only")
     p.set_defaults(func=_run_fit)
@@ -110,7 +116,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     cfg = FitConfig.from_file(args.config) if args.config else FitConfig()
     changes: dict = {}
     for name in ("device", "seed", "model", "model_landmarks", "detector", "face_index", "optimizer", "contour", "texture_size",
-                 "landmark_convention", "landmark_sigma", "landmark_table"):
+                 "landmark_convention", "landmark_sigma", "landmark_table", "detector_upsample", "threads"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value
@@ -270,11 +276,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Notices(logging.Handler):
+    """Prints `ganfit._notices` records as ``ganfit: <message>`` on the stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"ganfit: {escape_controls(record.getMessage())}", file=sys.stderr)
+
+
+def _show_notices(show: bool) -> None:
+    """Print notices of slow one-off steps on stderr (not under -q); replaces an earlier call's setting."""
+    from .._notices import NOTICES
+
+    logger = logging.getLogger(NOTICES)
+    for handler in [h for h in logger.handlers if isinstance(h, _Notices)]:
+        logger.removeHandler(handler)
+    logger.propagate = not show  # shown once, not also by the root handler under -v
+    if show:
+        logger.addHandler(_Notices(logging.INFO))
+        logger.setLevel(logging.INFO)
+    else:
+        logger.setLevel(logging.NOTSET)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    _show_notices(not getattr(args, "quiet", False))
     try:
         return int(args.func(args) or 0)
     except GanfitError as exc:

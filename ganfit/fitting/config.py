@@ -90,9 +90,24 @@ class FitConfig:
     focal_log_sigma: prior standard deviation of log focal length; 0 fixes the focal length.
     detector: "dlib" (offline default), "fan" (face-alignment's 2D-FAN) or "fan3d" (its 3D-FAN: 3d
         convention), both if installed with their weights.
+    detector_upsample: how many extra passes, each at twice the resolution, the dlib detector makes when it
+        finds no face (`DlibDetector.upsample`): 0 none; 1 (default) finds faces half the ~80 px the first
+        pass needs (it searches photos at 1024 px across), each further pass halving that again for ~4x
+        the time of the last; at most 3. The FAN detectors have no such passes and ignore it.
     face_index: which face to fit when a photo has several (None = the largest).
     texture_size: side of the square UV texture unwrapped from the photo (0 = no texture; the mesh
         still gets per-vertex colours).
+    threads: torch intra-op CPU threads during `Fitter.fit` (set for the fit, restored afterwards;
+        None: leave torch's setting alone). The default 1 was measured on the demo (`ganfit fit
+        examples/astronaut.png`, 2-core CPU, 2026-12-04, fit time without start-up, 3-4 runs each): idle
+        machine 2.3-2.6 s on 1 thread and 2.3-2.6 s on 2; one core busy 2.5-2.8 s against 2.7-3.9 s;
+        both cores busy 3.9-4.5 s against 5.1-10.8 s. The work between the solves (colour sampling,
+        unwrap, render) is too small for a second thread to pay for its synchronisation, and a busy
+        machine makes each thread wait for the slowest. Raise it for large batches on an idle many-core
+        machine; it does not affect work on a GPU. The joint stage (`ganfit.fitting.stages`, not yet run
+        by `Fitter.fit`) may gain from 2: 237-301 ms per iteration against 288-381 on 1 thread, idle
+        machine, 30 iterations of `benchmarks/joint.py` on the example, two runs each; measure again
+        when it joins the fit.
     """
 
     device: str = "auto"
@@ -113,8 +128,10 @@ class FitConfig:
     focal_ratio: float = 1.6
     focal_log_sigma: float = 0.5
     detector: Literal["dlib", "fan", "fan3d"] = "dlib"
+    detector_upsample: int = 1
     face_index: int | None = None
     texture_size: int = 768
+    threads: int | None = 1
     landmark_stage: StageConfig = field(default_factory=StageConfig)
     weights: LossWeights = field(default_factory=LossWeights)
     adam_lr: float = 0.02
@@ -159,6 +176,10 @@ class FitConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"{name} must be >= 0")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError(f"threads must be a whole number >= 1 (or null for torch's own setting), got {self.threads!r}")
+        if isinstance(self.detector_upsample, bool) or not isinstance(self.detector_upsample, int) or not 0 <= self.detector_upsample <= 3:
+            raise ConfigError(f"detector_upsample must be 0, 1, 2 or 3 (extra detector passes), got {self.detector_upsample!r}")
 
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 detector and the stages are passed in or built once from the config."""
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._device import resolve_device
+from .._threads import torch_threads
 from ..errors import ConfigError, ImageError, LandmarkError, NoFaceError, NothingFittedError
 from ..model.morphable import MorphableModel
 from ..perception.landmark_file import check_landmark_placement
@@ -24,6 +26,15 @@ from .losses import landmark_weights
 from .result import FaceMesh, FitFailure, FitResult
 
 log = logging.getLogger(__name__)
+
+
+def _on_config_threads(fit):
+    """Run `Fitter.fit` on `FitConfig.threads` torch threads (the previous count is restored after it)."""
+    @functools.wraps(fit)
+    def run(self, *args, **kwargs):
+        with torch_threads(self.config.threads):
+            return fit(self, *args, **kwargs)
+    return run
 
 
 class Fitter:
@@ -60,10 +71,12 @@ class Fitter:
         if self._detector is None:
             from ..perception.detect import make_detector
 
-            self._detector = make_detector(self.config.detector)
+            options = {"upsample": self.config.detector_upsample} if self.config.detector == "dlib" else {}
+            self._detector = make_detector(self.config.detector, **options)
         return self._detector
 
     # ------------------------------------------------------------------ public
+    @_on_config_threads
     def fit(self, images: Sequence[Any] | Any, landmarks: Sequence[Any] | Any | None = None, *,
             on_error: str = "raise") -> FitResult:
         """Fit every image (a path or an HxWx3 array, or a list of them) as one batch.

@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from .._threads import torch_threads
 from ..errors import FitError
 from ..model.morphable import MorphableModel
 from ..render.camera import matrix_to_axis_angle, matrix_to_rotation_6d, project_points
@@ -49,15 +50,8 @@ def _one_thread(device: torch.device) -> Iterator[None]:
     """Run a CPU solve on one thread. Its tensors are tiny (~10^4 elements): torch's intra-op threads only
     add synchronisation, and on a busy machine waiting for a second thread made the stage 7x slower
     (86 ms on one thread, 660 ms on two, measured 2026-12-03 on this project's 2-core CPU)."""
-    if device.type != "cpu" or torch.get_num_threads() == 1:
+    with torch_threads(1 if device.type == "cpu" else None):
         yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass

@@ -389,8 +389,8 @@ def select_face(detections: Sequence[Detection], face_index: int | None = None, 
     if not detections:
         raise NoFaceError(
             f"no face found in {source}: use a photo where the face is visible, roughly frontal and "
-            "at least about 80 px wide; for small faces raise the detector's upsample, or try the "
-            "'fan' detector or a landmark file"
+            "at least about 80 px wide; for small faces raise --detector-upsample (dlib; "
+            "FitConfig.detector_upsample, default 1), or try --detector fan or a landmark file (--landmarks)"
         )
     ordered = sorted(detections, key=lambda d: float(d.center[0]))
     if face_index is not None:

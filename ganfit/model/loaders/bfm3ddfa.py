@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._notices import notice
 from ...errors import ModelFormatError
 from ..morphable import MorphableModel
 from ..safe_pickle import NumpyOnlyUnpickler, load_numpy_pickle
@@ -301,7 +302,7 @@ def bfm_3ddfa_topology(directory: str | Path, arrays: dict[str, np.ndarray], *, 
             found = _read_cache(path, key, NUM_VERTICES)
             if found is not None:
                 return found
-    log.info("building the bfm-3ddfa triangulation and UV map (a few seconds, once)")
+    notice("building the triangulation and UV map of bfm-3ddfa (once, ~5 s)...")
     topology = build_topology(arrays)
     for path in candidates:
         if _write_cache(path, topology, key):
