@@ -51,8 +51,11 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fit",
         help="fit a 3D face to one or more photos",
-        description="Fit the face model to photos: detect 68 landmarks, then solve for shape, expression, "
-        "head pose and focal length (landmark stage), and write a mesh, parameters and an overlay.",
+        description="Fit the face model to photos (GANFit, Gecer et al. CVPR 2019): detect 68 landmarks, solve for "
+        "shape, expression, head pose and focal length from them (landmark stage, ~0.1 s), then optimise the "
+        "texture latent, lighting, colour, shape, expression and pose against identity, content, pixel and "
+        "landmark losses (joint stage, ~15-25 s per photo on a 2-core CPU, with --stages landmarks,joint), and "
+        "write a mesh, parameters and an overlay.",
         epilog=FIT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -67,7 +70,21 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="most iterations of the landmark stage after the rigid warm-up; each photo stops earlier once "
                    "converged (default: 50 for lm, 400 for adam)")
     p.add_argument("--stages", default=None, metavar="LIST",
-                   help="comma-separated stages to run, in order; available: landmarks (default: landmarks)")
+                   help="comma-separated stages to run, in order: landmarks (default, ~0.1 s) or landmarks,joint "
+                   "(GANFit's joint stage too, ~15-25 s per photo on a 2-core CPU)")
+    p.add_argument("--joint-iterations", type=int, default=None, metavar="N",
+                   help="most Adam iterations of the joint stage; it stops earlier on a plateau (default: 60)")
+    p.add_argument("--identity", choices=["dlib", "arcface", "none"], default=None,
+                   help="face-recognition network of the joint stage's identity and content losses: dlib (offline "
+                   "default), arcface (an insightface pack or checkpoint: --identity-weights), none (losses off)")
+    p.add_argument("--identity-weights", default=None, metavar="PATH",
+                   help="weights file or folder of the identity network (default: its own)")
+    p.add_argument("--texture-model", default=None, metavar="NAME|PATH",
+                   help="texture model of the joint stage: default (the shipped texture GAN), a .pt texture GAN "
+                   "(ganfit texture train) or a .npz PCA model (ganfit texture build-pca)")
+    p.add_argument("--texture", choices=["photo", "model"], default=None,
+                   help="what face_texture.png holds: photo (default: the photo unwrapped onto the mesh, completed "
+                   "by symmetry) or model (the joint stage's fitted texture, without lighting)")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file with FitConfig options; command-line options override it")
     p.add_argument("--landmarks", nargs="+", metavar="FILE",
                    help="68-point landmark files (.pts, .json, .npy, .txt), one per photo, instead of detecting")
@@ -116,7 +133,8 @@ def _run_fit(args: argparse.Namespace) -> int:
     cfg = FitConfig.from_file(args.config) if args.config else FitConfig()
     changes: dict = {}
     for name in ("device", "seed", "model", "model_landmarks", "detector", "face_index", "optimizer", "contour", "texture_size",
-                 "landmark_convention", "landmark_sigma", "landmark_table", "detector_upsample", "threads"):
+                 "landmark_convention", "landmark_sigma", "landmark_table", "detector_upsample", "threads",
+                 "identity", "identity_weights", "texture_model", "texture"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value
@@ -133,7 +151,17 @@ def _run_fit(args: argparse.Namespace) -> int:
             from dataclasses import replace
 
             changes["landmark_stage"] = replace(cfg.landmark_stage, iterations=args.iterations)
-    cfg = FitConfig.from_dict({**cfg.to_dict(), **{k: (v if not hasattr(v, "__dataclass_fields__") else v.__dict__) for k, v in changes.items()}})
+    if args.joint_iterations is not None:
+        if args.joint_iterations < 0:
+            raise GanfitError("--joint-iterations must be >= 0")
+        from dataclasses import replace
+
+        n = args.joint_iterations  # the texture-and-light warm-up keeps its share of a shorter run
+        changes["joint_stage"] = replace(cfg.joint_stage, iterations=n,
+                                         warmup_iterations=min(cfg.joint_stage.warmup_iterations, n // 3))
+    from dataclasses import asdict, is_dataclass
+
+    cfg = FitConfig.from_dict({**cfg.to_dict(), **{k: (asdict(v) if is_dataclass(v) else v) for k, v in changes.items()}})
     if args.landmarks and len(args.landmarks) != len(args.images):
         raise GanfitError(f"--landmarks got {len(args.landmarks)} files for {len(args.images)} photos; give one per photo")
     layout = output_layout(args.output, args.images)  # refuses unknown extensions and unsafe names up front

@@ -11,8 +11,9 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from .._config_file import read_options_file
 from ..errors import ConfigError
+from .stages.joint import JointStageConfig
 
-STAGES = ("landmarks",)
+STAGES = ("landmarks", "joint")
 
 
 @dataclass
@@ -60,7 +61,26 @@ class FitConfig:
     model_landmarks: a file of the model's 68 landmark vertex indices (.txt, .json or .npy; for FLAME also
         DECA's landmark_embedding.npy), needed by models without iBUG-68 landmarks (BFM 2009/2017, FLAME);
         for the others it replaces the model's own. None: the model's own.
-    stages: the stages to run, in order (this release: "landmarks").
+    stages: the stages to run, in order: "landmarks" (shape, expression, pose and focal length from the 68
+        landmarks; Levenberg-Marquardt, ~0.1 s) then "joint" (GANFit's joint stage: texture latent, SH
+        lighting, colour gain/offset, shape, expression and pose against identity, id-hat, content, pixel
+        and landmark terms; Adam, ~15-25 s per photo on a 2-core CPU, see `JointStageConfig`). The joint
+        stage needs the landmark stage before it. Default ("landmarks",): with the shipped 32 x 32 texture GAN
+        the joint stage lowers its pixel and identity losses (benchmarks/joint.py: pixel -40 %, 1 - cos -50 to
+        -75 % on 7 photos) but moves the shape by nothing measurable and its texture is blurred, while it
+        multiplies the fit time by ~10; it becomes the default when a texture model worth fitting ships
+        (issue 12) and its weights are tuned.
+    joint_stage: the joint stage's settings (`ganfit.fitting.stages.JointStageConfig`: iterations, weights,
+        learning rates, resolution, ...).
+    identity: the joint stage's face-recognition network: "dlib" (offline default, dlib's face-descriptor
+        ResNet), "arcface" (needs an insightface pack or a checkpoint: `identity_weights`, or the
+        insightface-buffalo-l / antelopev2 asset), "none" (identity, id-hat and content terms off).
+    identity_weights: a weights file or folder for the identity network (None: its default).
+    texture_model: the joint stage's texture model: "default" (the shipped texture GAN, see weights/README)
+        or a .pt (texture GAN from `ganfit texture train`) / .npz (PCA from `ganfit texture build-pca`).
+    texture: what face_texture.png holds: "photo" (default: the photo unwrapped onto the fitted mesh and
+        completed by symmetry) or "model" (the joint stage's fitted model texture, albedo without lighting;
+        needs the joint stage).
     optimizer: "lm" (Levenberg-Marquardt on the landmark residuals: fast and exact for this small
         least-squares problem) or "adam" (first order; slower, kept for comparison).
     rotation: "axis_angle" or "6d" (Zhou et al. CVPR 2019) parametrisation of the head rotation.
@@ -133,6 +153,11 @@ class FitConfig:
     texture_size: int = 768
     threads: int | None = 1
     landmark_stage: StageConfig = field(default_factory=StageConfig)
+    joint_stage: JointStageConfig = field(default_factory=JointStageConfig)
+    identity: Literal["dlib", "arcface", "none"] = "dlib"
+    identity_weights: str | None = None
+    texture_model: str = "default"
+    texture: Literal["photo", "model"] = "photo"
     weights: LossWeights = field(default_factory=LossWeights)
     adam_lr: float = 0.02
     adam_iterations: int = 400
@@ -145,6 +170,13 @@ class FitConfig:
                 raise ConfigError(f"unknown stage {stage!r}; available: {', '.join(STAGES)}")
         if not self.stages:
             raise ConfigError("at least one stage is needed")
+        if self.stages[0] != "landmarks" or len(set(self.stages)) != len(self.stages):
+            raise ConfigError(f"stages must start with landmarks, each at most once (landmarks or landmarks,joint); "
+                              f"got {','.join(self.stages)}")
+        _check_choice("identity", self.identity, ("dlib", "arcface", "none"))
+        _check_choice("texture", self.texture, ("photo", "model"))
+        if self.texture == "model" and "joint" not in self.stages:
+            raise ConfigError("texture model is the joint stage's texture: add the joint stage, or use texture photo")
         _check_choice("optimizer", self.optimizer, ("lm", "adam"))
         _check_choice("rotation", self.rotation, ("axis_angle", "6d"))
         _check_choice("landmark_convention", self.landmark_convention, ("auto", "2d", "3d"))

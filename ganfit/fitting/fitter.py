@@ -55,6 +55,7 @@ class Fitter:
         #: the fit's random numbers (`FitConfig.seed`), re-seeded at the start of every `fit`
         self.generator = torch.Generator(device="cpu").manual_seed(self.config.seed)
         self._model_summary: dict | None = None
+        self._joint_stage_obj = None
 
     @property
     def model(self) -> MorphableModel:
@@ -138,8 +139,17 @@ class Fitter:
         timings["landmark_stage"] = time.perf_counter() - t0
 
         params = stage_result.params
+        joint = None
+        if "joint" in cfg.stages:
+            t0 = time.perf_counter()
+            joint = self._joint(loaded, target_t, params, stage_result.vertex_ids, weights)
+            params = joint.params
+            timings["joint_stage"] = time.perf_counter() - t0
         meshes, fitted = self._meshes(model, params, stage_result.vertex_ids, loaded, timings)
+        if joint is not None and cfg.texture == "model":
+            self._model_textures(meshes, joint)
         warnings = [self._fit_warnings(target_t[i].cpu(), fitted[i], params, i, img.path or f"image {i}")
+                    + (joint.warnings[i] if joint is not None else [])
                     for i, img in enumerate(loaded)]
         renders = self._renders(model, params, meshes, sizes, timings)
         timings["total"] = time.perf_counter() - t_all
@@ -159,8 +169,12 @@ class Fitter:
             detections=detections,
             landmark_vertices=stage_result.vertex_ids,
             solver=[{"landmarks": {"stop_reason": r, "iterations": n, "convention": c,
-                                   "landmark_table": self._table_names[c]}}
-                    for r, n, c in zip(stage_result.stop_reason, stage_result.iterations, conventions)],
+                                   "landmark_table": self._table_names[c]},
+                     **({} if joint is None else {"joint": {"stop_reason": joint.stop_reason[i],
+                                                            "iterations": joint.iterations[i]}})}
+                    for i, (r, n, c) in enumerate(zip(stage_result.stop_reason, stage_result.iterations, conventions))],
+            landmark_stage_params=stage_result.params if joint is not None else None,
+            joint=joint,
             renders=renders,
             warnings=warnings,
             input_index=index,
@@ -315,6 +329,51 @@ class Fitter:
             return out
         finally:
             bar.close()
+
+    def _joint(self, loaded, targets: torch.Tensor, params, vertex_ids: torch.Tensor, weights: torch.Tensor):
+        """The joint stage on every photo (`joint_fit.run_joint_stage`), with a progress bar of its
+        iterations and main terms."""
+        from .joint_fit import run_joint_stage
+
+        cfg = self.config
+        stage = self._joint_stage()
+        bar = tqdm(total=None, desc="fit: joint", unit="it", disable=cfg.quiet, leave=False)
+
+        def progress(it: int, terms: dict) -> None:
+            bar.update()
+            shown = {k: f"{float(terms[k].mean()):.3f}" for k in ("pixel", "identity") if k in terms}
+            if "reprojection_px" in terms:
+                shown["px"] = f"{float(terms['reprojection_px'].mean()):.2f}"
+            bar.set_postfix(shown)
+
+        try:
+            return run_joint_stage(stage, loaded, targets, params, vertex_ids, weights, self.generator, progress)
+        finally:
+            bar.close()
+
+    def _joint_stage(self):
+        """The joint stage with its renderer, identity network and texture model, built once per Fitter."""
+        if self._joint_stage_obj is None:
+            from .stages.setup import build_joint_stage
+
+            cfg = self.config
+            self._joint_stage_obj = build_joint_stage(
+                self.model, cfg.joint_stage, identity=cfg.identity, identity_weights=cfg.identity_weights,
+                texture_model=cfg.texture_model, device=self.device)
+        return self._joint_stage_obj
+
+    def _model_textures(self, meshes: list[FaceMesh], joint) -> None:
+        """Replace each mesh's photo texture with the joint stage's model texture (albedo), resized to
+        `texture_size` (row 0 = top, as the photo unwrap)."""
+        size = self.config.texture_size
+        for mesh, res in zip(meshes, joint.results):
+            if mesh.texture is None:
+                continue
+            tex = res.texture[:1].float()
+            if tex.shape[-1] != size:
+                tex = torch.nn.functional.interpolate(tex, size=(size, size), mode="bilinear", align_corners=False)
+            mesh.texture = tex[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+            mesh.texture_mask = np.ones(mesh.texture.shape[:2], np.float32)
 
     def _texture(self, model: MorphableModel):
         """The `PhotoTexture` of this fitter's model, built once (it keeps the per-model UV layout,

@@ -70,6 +70,9 @@ class FitResult:
     solver: per image how each stage's solve ended: {"landmarks": {"stop_reason": ..., "iterations": ...}}.
     input_index: per fitted image its position in the list given to `Fitter.fit` (empty: 0..B-1).
     failures: the inputs that could not be fitted (`Fitter.fit(..., on_error="skip")`), in input order.
+    landmark_stage_params: the landmark stage's `FitParams` when a later stage changed them (else None:
+        `params` are the landmark stage's). joint: the joint stage's `joint_fit.JointFit` (texture latent,
+        SH lighting, colour gain/offset, model texture and loss history per photo), or None.
     """
 
     meshes: list[FaceMesh]
@@ -90,6 +93,8 @@ class FitResult:
     solver: list[dict[str, Any]] = field(default_factory=list)
     input_index: list[int] = field(default_factory=list)
     failures: list[FitFailure] = field(default_factory=list)
+    landmark_stage_params: FitParams | None = None
+    joint: Any = None
 
     def __len__(self) -> int:
         return len(self.meshes)
@@ -123,6 +128,8 @@ class FitResult:
                 "detector": None if det is None else det.backend,
                 "face_box_px": None if det is None else [float(v) for v in det.box],
             },
+            "landmark_stage_params": None if self.landmark_stage_params is None else self.landmark_stage_params.to_dict(index),
+            "joint": None if self.joint is None else self.joint.summary(index),
             "warnings": self.warnings[index] if index < len(self.warnings) else [],
             "losses": self.losses(index),
             "solver": self.solver[index] if index < len(self.solver) else {},
