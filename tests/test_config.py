@@ -33,7 +33,7 @@ def test_yaml_and_json_partial(tmp_path):
         ("weights:\n  shape: 1\n", "unknown config option 'weights.shape'"),
         ("optimizer: sgd\n", "optimizer must be one of"),
         ("seed: three\n", "seed must be an integer"),
-        ("stages: [landmarks, joint]\n", "unknown stage 'joint'"),
+        ("stages: [landmarks, texture]\n", "unknown stage 'texture'"),
         ("landmark_weights: [1, 2]\n", "68"),
         ("- a\n- b\n", "mapping"),
         ("seed: [\n", "not valid YAML"),
