@@ -8,7 +8,7 @@ in the photo's own pixels, merged into one batch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,10 +25,12 @@ class JointFit:
 
     params: merged `FitParams` (B). results: per photo its `JointStageResult` (in the working copy's pixels:
     its `params` are kept as the stage returned them). stop_reason / iterations / warnings: per photo.
+    model: the face model the stage fitted (for renders of the result, `joint_overlay`), or None.
     """
 
     params: FitParams
     results: list[JointStageResult] = field(default_factory=list)
+    model: Any = field(default=None, repr=False)
 
     @property
     def stop_reason(self) -> list[str]:
@@ -98,4 +100,4 @@ def run_joint_stage(stage: JointStage, images: Sequence, targets: torch.Tensor, 
     cat = lambda name: torch.cat([getattr(r.params, name).to(device, dtype) for r in results])  # noqa: E731
     merged = FitParams(shape=cat("shape"), expression=cat("expression"), rotation=cat("rotation"),
                        translation=cat("translation"), focal=params.focal, principal=params.principal)
-    return JointFit(params=merged, results=results)
+    return JointFit(params=merged, results=results, model=getattr(stage, "model", None))

@@ -247,11 +247,13 @@ class FitResult:
 
     def _overlay_panel(self, i: int) -> np.ndarray:
         """The overlay picture of image `i`: landmarks | mesh on the photo | textured render on the photo
-        (when there is one); (h, 2 or 3 * w, 3) float32."""
+        (when there is one) | with a joint stage: its fitted render on the photo | before / after (the landmark
+        stage's outline and landmarks against the joint stage's); (h, k * w, 3) float32."""
         from ..io.overlay import make_fit_overlay
 
         mesh = self.meshes[i]
         normals = None if mesh.normals_camera is None else mesh.normals_camera.cpu().numpy()
+        image_size = tuple(float(v) for v in self.camera.image_size[i])  # images[i] may be a downscaled copy
         return make_fit_overlay(
             self.images[i],
             mesh.projected.detach().cpu().numpy(),
@@ -261,8 +263,23 @@ class FitResult:
             self.landmarks_fitted[i].cpu().numpy(),
             normals,
             render=self.renders[i] if i < len(self.renders) else None,
-            image_size=tuple(float(v) for v in self.camera.image_size[i]),  # images[i] may be a downscaled copy
+            image_size=image_size,
+            **self._joint_panels(i, image_size),
         )
+
+    def _joint_panels(self, i: int, image_size: tuple[float, float]) -> dict[str, Any]:
+        """`make_fit_overlay`'s joint-stage arguments for image `i` (none without a joint stage, or without
+        the model it fitted): its fitted render and the landmark stage's geometry."""
+        model = getattr(self.joint, "model", None)
+        if self.joint is None or model is None or i >= len(self.joint.results):
+            return {}
+        from .joint_overlay import joint_render, stage_geometry
+
+        out: dict[str, Any] = {"joint_render": joint_render(model, self.joint, i, image_size)}
+        if self.landmark_stage_params is not None:
+            before = stage_geometry(model, self.landmark_stage_params, i, self.landmark_vertices)
+            out.update(before_projected=before.projected, before_depth=before.depth, before_landmarks=before.landmarks)
+        return out
 
 
 def _spend(spent: dict[str, float], key: str, start: float) -> float:

@@ -26,6 +26,7 @@ __all__ = [
     "draw_mesh_overlay",
     "draw_landmarks",
     "make_fit_overlay",
+    "mesh_outline",
     "save_png",
     "png_bytes",
     "LANDMARK_CONNECTIONS_68",
@@ -270,8 +271,13 @@ def make_fit_overlay(
     render=None,
     render_opacity: float = 0.9,
     image_size: tuple[float, float] | None = None,
+    joint_render=None,
+    before_projected=None,
+    before_depth=None,
+    before_landmarks=None,
 ) -> np.ndarray:
-    """A side-by-side picture of a fit: [photo + landmarks | mesh blended on the photo (| render)].
+    """A side-by-side picture of a fit: [photo + landmarks | mesh blended on the photo (| render)
+    (| joint render) (| before / after)].
 
     The left panel shows the detected landmarks in green and the fitted model's projected landmarks
     in red; the middle panel is `draw_mesh_overlay`; with `render`, a third panel blends it over the
@@ -294,8 +300,16 @@ def make_fit_overlay(
         render_opacity: opacity of the render over the photo.
         image_size: (W, H) of the photo the coordinates are in, when `image` is a downscaled copy of it
             (`ganfit.io.images.Image.original_size`); None: `image`'s own size.
+        joint_render: (h, w, 4) premultiplied RGBA of the joint stage's fitted render (model texture, SH
+            lighting, colour gain and offset; `ganfit.fitting.joint_overlay.joint_render`): a panel of it
+            composited opaquely over the photo where the face is.
+        before_projected, before_depth: (V, 2) / (V,) the mesh under an earlier stage's parameters (the
+            landmark stage's), with before_landmarks (68, 2) its landmarks (any may be None): a
+            before / after panel with the outlines and landmarks of the earlier fit in cyan and of this
+            one (`projected`, `fitted_landmarks`) in red, the detected landmarks in green.
     Returns:
-        (h, 2 * w, 3) float32 in [0, 1] (3 * w with a render), with (h, w) the panel size.
+        (h, k * w, 3) float32 in [0, 1], with (h, w) the panel size and k = 2 plus one per optional
+        panel (render, joint render, before / after).
     """
     img, (h, w) = _panel_photo(image, max_side)
     if image_size is not None:
@@ -314,13 +328,60 @@ def make_fit_overlay(
     )
     panels = [left, right]
     if render is not None:
-        rgba = np.asarray(render, dtype=np.float32)
-        if rgba.ndim != 3 or rgba.shape[2] != 4:
-            raise ValueError(f"render must be (h, w, 4) RGBA, got {rgba.shape}")
-        if rgba.shape[:2] != (nh, nw):
-            rgba = np.concatenate([_resize(rgba[..., :3], nw, nh), _resize(np.repeat(rgba[..., 3:], 3, -1), nw, nh)[..., :1]], -1)
+        rgba = _panel_rgba(render, nw, nh, "render")
         panels.append(np.clip(img * (1.0 - render_opacity * rgba[..., 3:4]) + render_opacity * rgba[..., :3], 0.0, 1.0))
+    if joint_render is not None:
+        rgba = _panel_rgba(joint_render, nw, nh, "joint_render")
+        panels.append(np.clip(img * (1.0 - rgba[..., 3:4]) + rgba[..., :3], 0.0, 1.0))
+    if before_projected is not None or before_landmarks is not None:
+        panels.append(_before_after(img, factor, triangles, radius, projected, depth, before_projected, before_depth,
+                                    detected_landmarks, fitted_landmarks, before_landmarks))
     return np.concatenate(panels, axis=1)
+
+
+#: colours of the before / after panel: the earlier stage's fit, this fit, the detected landmarks
+BEFORE_COLOR, AFTER_COLOR, DETECTED_COLOR = (0.0, 0.85, 1.0), (1.0, 0.15, 0.1), (0.0, 1.0, 0.0)
+
+
+def _panel_rgba(render, nw: int, nh: int, name: str) -> np.ndarray:
+    """(nh, nw, 4) float32 premultiplied RGBA: `render` checked and resized to the panel."""
+    rgba = np.asarray(render, dtype=np.float32)
+    if rgba.ndim != 3 or rgba.shape[2] != 4:
+        raise ValueError(f"{name} must be (h, w, 4) RGBA, got {rgba.shape}")
+    if rgba.shape[:2] != (nh, nw):
+        rgba = np.concatenate([_resize(rgba[..., :3], nw, nh), _resize(np.repeat(rgba[..., 3:], 3, -1), nw, nh)[..., :1]], -1)
+    return rgba
+
+
+def mesh_outline(shape: tuple[int, int], projected, depth, triangles, width: int = 1) -> np.ndarray:
+    """(H, W) bool: the outline of a projected mesh's front faces (covered pixels next to uncovered ones,
+    thickened to `width` pixels inwards). projected: (V, 2) pixels; depth: (V,) larger = farther."""
+    from scipy import ndimage
+
+    h, w = shape
+    face, _, _ = rasterize_screen(torch.from_numpy(_to_numpy(projected, "projected", np.float32)),
+                                  torch.from_numpy(_to_numpy(depth, "depth", np.float32)),
+                                  torch.from_numpy(_to_numpy(triangles, "triangles", np.int64)), h, w)
+    covered = face.numpy() >= 0
+    return covered & ~ndimage.binary_erosion(covered, iterations=max(1, int(width)), border_value=0)
+
+
+def _before_after(img, factor, triangles, radius, projected, depth, before_projected, before_depth,
+                  detected, fitted, before) -> np.ndarray:
+    """The before / after panel of `make_fit_overlay` (the photo dimmed, outlines and landmarks on it)."""
+    out = img * 0.75
+    h, w = img.shape[:2]
+    width = max(1, int(round(max(h, w) / 400)))
+    # the earlier fit drawn wider, under this one: where the two agree a cyan rim shows around the red
+    for proj, dep, color, wd in ((before_projected, before_depth, BEFORE_COLOR, 2 * width + 1),
+                                 (projected, depth, AFTER_COLOR, width)):
+        if proj is not None and dep is not None:
+            edge = mesh_outline((h, w), _to_numpy(proj, "projected") * factor, dep, triangles, wd)
+            out[edge] = color
+    for pts, color, r in ((before, BEFORE_COLOR, 1.6), (detected, DETECTED_COLOR, 1.0), (fitted, AFTER_COLOR, 0.7)):
+        if pts is not None:
+            out = draw_landmarks(out, _to_numpy(pts, "landmarks") * factor, color, radius * r)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def _panel_photo(image, max_side: int) -> tuple[np.ndarray, tuple[int, int]]:
