@@ -17,8 +17,11 @@ reproduce, without the photo's shading. Where the fit does not explain the photo
 glasses, a hand, a specular highlight, a clipped pixel or a cast shadow. `explained_weight` tests the
 ratio a / t against the model texture t: its log, less its median over the seen texels (the level the fit
 got right), must stay within a tolerance in brightness (tighter for brighter: highlights; looser for
-darker: eyebrows and lips are darker than the smooth model texture, hair much more so) and in chroma.
-Rejected regions grow by a small margin (their rims are mixtures).
+darker: hair, shadows) and in chroma. In the model's feature regions (eyes, brows, nose, lips:
+`feature_uv`), which a smooth low-resolution model texture does not draw, the tolerances are much looser,
+so the photo's eyes and brows are kept rather than replaced by the model's blur. Rejected regions grow by a
+small margin (their rims are mixtures). The test cannot tell hair of skin-like colour from skin (a blonde
+fringe over the forehead partly passes).
 
 `blend_textures` then composites by Poisson image editing (Perez et al., SIGGRAPH 2003, "seamless
 cloning"): texels the photo explains keep (1), every other chart texel solves the Poisson equation whose
