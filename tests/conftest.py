@@ -66,3 +66,14 @@ def one_thread():
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def default_sigint():
+    """Python's own Ctrl-C handler for the test (a process started in the background by a non-interactive
+    shell, as CI may do, inherits SIGINT ignored, and Python then installs no handler)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

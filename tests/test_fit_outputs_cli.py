@@ -143,7 +143,7 @@ def test_photo_name_cannot_inject_lines(photos, tmp_path, capsys):
     assert all(line.count("\n") == 0 for line in stdout.splitlines())  # the summary names it on one line
 
 
-def test_ctrl_c_while_writing_leaves_whole_sets(photos, tmp_path, capsys, monkeypatch):
+def test_ctrl_c_while_writing_leaves_whole_sets(photos, tmp_path, capsys, monkeypatch, default_sigint):
     """Ctrl-C during the renames of the first face: held until its set is complete, then the command stops
     (exit 130) before the second face; Ctrl-C while the second face's temporaries are written: its set is
     absent, the first face's stays."""

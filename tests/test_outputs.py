@@ -232,7 +232,7 @@ def test_interrupted_first_write_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_ctrl_c_during_the_renames_is_held_until_the_set_is_complete(tmp_path, monkeypatch):
+def test_ctrl_c_during_the_renames_is_held_until_the_set_is_complete(tmp_path, monkeypatch, default_sigint):
     import os
     import signal
 
