@@ -20,10 +20,10 @@ from ..perception.landmark_file import check_landmark_placement
 from ..render.camera import PinholeCamera
 from .checks import focal_warnings, landmark_fit_warnings, pose_warnings
 from .config import FitConfig
-from .landmark_energy import EnergyWeights
-from .landmark_stage import LandmarkStage, LandmarkStageResult
-from .losses import landmark_weights
+from .observations import Observations, build_observations
 from .result import FaceMesh, FitFailure, FitResult
+from .schedule import build_schedule, run_schedule
+from .stages.base import Stage, StageOutcome
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +44,19 @@ class Fitter:
     >>> result.save("out/face.obj")                                     # doctest: +SKIP
     """
 
-    def __init__(self, config: FitConfig | None = None, *, model: MorphableModel | None = None, detector: Any = None) -> None:
+    def __init__(self, config: FitConfig | None = None, *, model: MorphableModel | None = None, detector: Any = None,
+                 schedule: Sequence[Stage] | None = None) -> None:
+        """`schedule`: the stages to run instead of those of `config.stages` (`ganfit.fitting.schedule`); the
+        first starts from `FitState.empty`, so it must fit the pose (a `LandmarksStage`)."""
         self.config = config or FitConfig()
         self.device = resolve_device(self.config.device, float64=True)  # a bad device fails here, before any work
         self._model = model
         self._detector = detector
-        self._stages: dict[str, LandmarkStage] = {}
-        self._table_names: dict[str, str] = {}
+        self._schedule = None if schedule is None else list(schedule)
         self._photo_texture = None
         #: the fit's random numbers (`FitConfig.seed`), re-seeded at the start of every `fit`
         self.generator = torch.Generator(device="cpu").manual_seed(self.config.seed)
         self._model_summary: dict | None = None
-        self._joint_stage_obj = None
 
     @property
     def model(self) -> MorphableModel:
@@ -104,7 +105,7 @@ class Fitter:
         if not items:
             raise ConfigError("no images given")
         lm_specs = self._landmark_specs(landmarks, len(items))
-        model = self.model  # a bad face model fails here, before any slow work (decoding, detection)
+        self.model  # a bad face model fails here, before any slow work (decoding, detection)
 
         loaded, targets, detections, index, failures = [], [], [], [], []
         bar = tqdm(total=len(items), desc="landmarks", disable=cfg.quiet or len(items) < 2, leave=False)
@@ -128,66 +129,70 @@ class Fitter:
         if not loaded:
             raise NothingFittedError(failures)
 
-        target_t = torch.as_tensor(np.stack(targets), dtype=torch.float64, device=self.device)
-        sizes = torch.tensor([img.original_size for img in loaded], dtype=torch.float64, device=self.device)
-        base = None if cfg.landmark_weights is None else torch.tensor(cfg.landmark_weights)
-        weights = landmark_weights(cfg.jaw_weight, base)
+        obs = build_observations(loaded, targets, detections, convention=cfg.landmark_convention,
+                                 jaw_weight=cfg.jaw_weight, landmark_weights=cfg.landmark_weights, device=self.device)
+        outcomes = run_schedule(self.schedule, obs, generator=self.generator, progress=self._stage_bar, timings=timings)
+        return self._result(obs, outcomes, index, failures, timings, t_all)
 
-        t0 = time.perf_counter()
-        conventions = [self._convention(det) for det in detections]
-        stage_result = self._landmark_stage(target_t, sizes, weights, conventions)
-        timings["landmark_stage"] = time.perf_counter() - t0
+    # ------------------------------------------------------------------ steps
+    @property
+    def schedule(self) -> list[Stage]:
+        """The stages `Fitter.fit` runs, in order: the one given to the constructor, or built once from
+        `config.stages` (`ganfit.fitting.schedule.build_schedule`)."""
+        if self._schedule is None:
+            self._schedule = build_schedule(self.config, self.model, self.device)
+        return self._schedule
 
-        params = stage_result.params
-        joint = None
-        if "joint" in cfg.stages:
-            t0 = time.perf_counter()
-            joint = self._joint(loaded, target_t, params, stage_result.vertex_ids, weights)
-            params = joint.params
-            timings["joint_stage"] = time.perf_counter() - t0
-        meshes, fitted = self._meshes(model, params, stage_result.vertex_ids, loaded, timings)
+    def _stage_bar(self, stage: Stage):
+        """A progress bar of one stage's iterations (no total: each image stops by its own criterion, and a
+        total of the iteration limit would jump to the end when the solve converges)."""
+        bar = tqdm(total=None, desc=f"fit: {stage.name}", unit="it", disable=self.config.quiet, leave=False)
+
+        def progress(shown: dict[str, str]) -> None:
+            bar.update()
+            bar.set_postfix(shown)
+
+        return progress, bar.close
+
+    def _result(self, obs: Observations, outcomes: list[StageOutcome], index: list[int], failures: list[FitFailure],
+                timings: dict[str, float], t_all: float) -> FitResult:
+        """Meshes, textures, renders and warnings of the fitted state; face.json's stage reports from the
+        outcomes (the first stage's history and, when later stages changed it, its parameters)."""
+        cfg, model, loaded = self.config, self.model, obs.images
+        first, last = outcomes[0], outcomes[-1]
+        params, vertex_ids = last.state.to_fit_params(), last.state.landmark_vertices
+        joint = next((o.extras["joint"] for o in outcomes if "joint" in o.extras), None)
+        meshes, fitted = self._meshes(model, params, vertex_ids, loaded, timings)
         if joint is not None and cfg.texture == "model":
             self._model_textures(meshes, joint)
-        warnings = [self._fit_warnings(target_t[i].cpu(), fitted[i], params, i, img.path or f"image {i}")
-                    + (joint.warnings[i] if joint is not None else [])
+        warnings = [self._fit_warnings(obs.landmarks[i].cpu(), fitted[i], params, i, img.path or f"image {i}")
+                    + [w for o in outcomes for w in o.photo_warnings(i)]
                     for i, img in enumerate(loaded)]
-        renders = self._renders(model, params, meshes, sizes, timings)
+        renders = self._renders(model, params, meshes, obs.sizes, timings)
         timings["total"] = time.perf_counter() - t_all
-        camera = PinholeCamera(focal=params.focal, principal=params.principal, image_size=sizes.float())
+        camera = PinholeCamera(focal=params.focal, principal=params.principal, image_size=obs.sizes.float())
         return FitResult(
             meshes=meshes,
             params=params,
             camera=camera,
-            landmarks_target=target_t.float(),
+            landmarks_target=obs.landmarks.float(),
             landmarks_fitted=fitted,
-            history=stage_result.history,
+            history=first.history,
             timings=timings,
             model_info=self._model_info(),
             config=cfg.to_dict(),
             sources=[img.path for img in loaded],
             images=[img.pixels for img in loaded],
-            detections=detections,
-            landmark_vertices=stage_result.vertex_ids,
-            solver=[{"landmarks": {"stop_reason": r, "iterations": n, "convention": c,
-                                   "landmark_table": self._table_names[c]},
-                     **({} if joint is None else {"joint": {"stop_reason": joint.stop_reason[i],
-                                                            "iterations": joint.iterations[i]}})}
-                    for i, (r, n, c) in enumerate(zip(stage_result.stop_reason, stage_result.iterations, conventions))],
-            landmark_stage_params=stage_result.params if joint is not None else None,
+            detections=obs.detections,
+            landmark_vertices=vertex_ids,
+            solver=[{stage.name: o.solver(i) for stage, o in zip(self.schedule, outcomes)} for i in range(len(loaded))],
+            landmark_stage_params=first.state.to_fit_params() if len(outcomes) > 1 else None,
             joint=joint,
             renders=renders,
             warnings=warnings,
             input_index=index,
             failures=failures,
         )
-
-    # ------------------------------------------------------------------ steps
-    def _convention(self, detection) -> str:
-        """The landmark convention of one image: the config's, or under "auto" the detector's (2d for
-        landmarks the user gave)."""
-        if self.config.landmark_convention != "auto":
-            return self.config.landmark_convention
-        return "3d" if detection is not None and detection.backend == "fan3d" else "2d"
 
     def _model_info(self) -> dict:
         """Name, checksum and sizes of the face model for face.json (the checksum hashes every array:
@@ -196,53 +201,6 @@ class Fitter:
             keep = ("name", "sha256", "vertices", "triangles", "shape_components", "expression_components")
             self._model_summary = {k: v for k, v in self.model.summary().items() if k in keep}
         return dict(self._model_summary)
-
-    def _table(self, convention: str):
-        """The landmark-to-vertex table: under "auto" the calibrated one for 2d landmarks when this model
-        has one (`ganfit.model.landmark_table`), else the model's own vertices."""
-        from ..model.landmark_table import calibrated_table, model_table
-
-        table = calibrated_table(self.model) if self.config.landmark_table == "auto" and convention == "2d" else None
-        return table or model_table(self.model)
-
-    def _stage(self, convention: str) -> LandmarkStage:
-        """The landmark stage for a convention, built once per Fitter."""
-        cfg = self.config
-        if convention not in self._stages:
-            contour = None if cfg.contour == "auto" else cfg.contour
-            table = self._table(convention)
-            self._stages[convention] = LandmarkStage(
-                self.model, num_shape=cfg.num_shape, num_expression=cfg.num_expression, rotation=cfg.rotation,
-                convention=convention, contour=contour, landmark_vertices=table.vertices, device=self.device)
-            self._table_names[convention] = table.name
-        return self._stages[convention]
-
-    def _landmark_stage(self, targets: torch.Tensor, sizes: torch.Tensor, weights: torch.Tensor,
-                        conventions: list[str]) -> LandmarkStageResult:
-        """Run the landmark stage on every image (one solve per landmark convention present)."""
-        cfg, stage = self.config, self.config.landmark_stage
-        energy = EnergyWeights(landmark_sigma=cfg.landmark_sigma, w_landmark=cfg.weights.landmark,
-                               w_shape=cfg.weights.shape_prior, w_expr=cfg.weights.expression_prior,
-                               w_focal=cfg.weights.focal_prior, focal_log_sigma=cfg.focal_log_sigma)
-        groups = {c: [i for i, ci in enumerate(conventions) if ci == c] for c in dict.fromkeys(conventions)}
-        # No total: every image stops by its own criterion, so the count of iterations is not known ahead
-        # (a total of the iteration limit would jump to the end when the solve converges).
-        bar = tqdm(total=None, desc="fit: landmarks", unit="it", disable=cfg.quiet, leave=False)
-
-        def progress(it: int, entry: dict) -> None:
-            if it:
-                bar.update()
-                bar.set_postfix(px=f"{float(entry['reprojection_px'].mean()):.2f}")
-
-        parts = []
-        for convention, idx in groups.items():
-            rows = torch.as_tensor(idx, device=targets.device)
-            parts.append((idx, self._stage(convention).solve(
-                targets[rows], sizes[rows], weights=weights, energy=energy, focal_ratio=cfg.focal_ratio,
-                iterations=stage.iterations, rigid_iterations=stage.rigid_iterations, ftol=stage.tolerance,
-                optimizer=cfg.optimizer, adam_lr=cfg.adam_lr, adam_iterations=cfg.adam_iterations, progress=progress)))
-        bar.close()
-        return LandmarkStageResult.merge(parts, targets.shape[0])
 
     def _load(self, item: Any):
         from ..io.images import load_image
@@ -329,38 +287,6 @@ class Fitter:
             return out
         finally:
             bar.close()
-
-    def _joint(self, loaded, targets: torch.Tensor, params, vertex_ids: torch.Tensor, weights: torch.Tensor):
-        """The joint stage on every photo (`joint_fit.run_joint_stage`), with a progress bar of its
-        iterations and main terms."""
-        from .joint_fit import run_joint_stage
-
-        cfg = self.config
-        stage = self._joint_stage()
-        bar = tqdm(total=None, desc="fit: joint", unit="it", disable=cfg.quiet, leave=False)
-
-        def progress(it: int, terms: dict) -> None:
-            bar.update()
-            shown = {k: f"{float(terms[k].mean()):.3f}" for k in ("pixel", "identity") if k in terms}
-            if "reprojection_px" in terms:
-                shown["px"] = f"{float(terms['reprojection_px'].mean()):.2f}"
-            bar.set_postfix(shown)
-
-        try:
-            return run_joint_stage(stage, loaded, targets, params, vertex_ids, weights, self.generator, progress)
-        finally:
-            bar.close()
-
-    def _joint_stage(self):
-        """The joint stage with its renderer, identity network and texture model, built once per Fitter."""
-        if self._joint_stage_obj is None:
-            from .stages.setup import build_joint_stage
-
-            cfg = self.config
-            self._joint_stage_obj = build_joint_stage(
-                self.model, cfg.joint_stage, identity=cfg.identity, identity_weights=cfg.identity_weights,
-                texture_model=cfg.texture_model, device=self.device)
-        return self._joint_stage_obj
 
     def _model_textures(self, meshes: list[FaceMesh], joint) -> None:
         """Replace each mesh's photo texture with the joint stage's model texture (albedo), resized to
