@@ -27,13 +27,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     if mode not in ("w", "wb"):
         raise ValueError("atomic_open supports only 'w' and 'wb'")
     target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
+    fd, tmp = _temporary_beside(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise OutputError(f"cannot write to {directory}: {exc.strerror or exc}") from exc
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if mode == "w" else {})) as fh:
             yield fh
             fh.flush()
@@ -71,6 +66,26 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         fh.write(text)
 
 
+def _temporary_beside(target: Path) -> tuple[int, str]:
+    """A new hidden temporary file in `target`'s folder, with the permissions a plain new file gets: (fd, path).
+
+    Raises:
+        OutputError: the folder cannot be written.
+    """
+    directory = target.parent if str(target.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {directory}: {exc.strerror or exc}") from exc
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+    except OSError:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, tmp
+
+
 # ---------------------------------------------------------------------------- sets of files
 def write_temporary(target: str | os.PathLike, data: bytes | str) -> Path:
     """Write `data` (str as UTF-8) to a new temporary file beside `target`, fsynced; return its path.
@@ -81,13 +96,8 @@ def write_temporary(target: str | os.PathLike, data: bytes | str) -> Path:
         OutputError: the folder cannot be written (missing, read-only, disk full, ...).
     """
     target = Path(target)
-    directory = target.parent if str(target.parent) else Path(".")
+    fd, tmp = _temporary_beside(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise OutputError(f"cannot write to {directory}: {exc.strerror or exc}") from exc
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
             fh.flush()
