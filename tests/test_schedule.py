@@ -2,6 +2,8 @@
 (names and per-stage mappings), and a stage of one's own run by `Fitter` in order from the previous state."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -69,6 +71,22 @@ def test_schedules_built_from_the_config(tiny_model):
     assert [s.name for s in two] == ["landmarks", "joint"] and isinstance(two[1], JointFitStage)
     assert [s.timing_key for s in two] == ["landmark_stage", "joint_stage"]
     assert set(default_factories()) == {"landmarks", "joint"}
+
+
+def test_stage_mappings_merge_into_their_sections(tmp_path):
+    f = tmp_path / "fit.yaml"
+    f.write_text("stages: [{name: landmarks, iterations: 7}, {name: joint, iterations: 30, weights: {pixel: 4}}]\n"
+                 "joint_stage: {iterations: 12, weights: {identity: 0.5}}\nidentity: none\n")
+    cfg = FitConfig.from_file(f)
+    assert cfg.stages == ("landmarks", "joint") and cfg.landmark_stage.iterations == 7
+    assert cfg.joint_stage.iterations == 30 and cfg.joint_stage.weights.pixel == 4.0
+    assert cfg.joint_stage.weights.identity == 0.5  # the section's other settings stay
+    assert FitConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert FitConfig(stages=("landmarks", {"name": "joint"})).stages == ("landmarks", "joint")
+    with pytest.raises(ConfigError, match="stages.joint.iteratons"):
+        FitConfig(stages=("landmarks", {"name": "joint", "iteratons": 3}))
+    with pytest.raises(ConfigError, match="needs a name"):
+        FitConfig(stages=({"iterations": 3},))
 
 
 # ------------------------------------------------------------------------------------------ running

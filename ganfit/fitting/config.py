@@ -14,6 +14,8 @@ from ..errors import ConfigError
 from .stages.joint import JointStageConfig
 
 STAGES = ("landmarks", "joint")
+#: the config section holding each stage's settings
+STAGE_SECTIONS = {"landmarks": "landmark_stage", "joint": "joint_stage"}
 
 
 @dataclass
@@ -61,7 +63,7 @@ class FitConfig:
     model_landmarks: a file of the model's 68 landmark vertex indices (.txt, .json or .npy; for FLAME also
         DECA's landmark_embedding.npy), needed by models without iBUG-68 landmarks (BFM 2009/2017, FLAME);
         for the others it replaces the model's own. None: the model's own.
-    stages: the stages to run, in order: "landmarks" (shape, expression, pose and focal length from the 68
+    stages: the stages to run, in order (`ganfit.fitting.schedule`): "landmarks" (shape, expression, pose and focal length from the 68
         landmarks; Levenberg-Marquardt, ~0.1 s) then "joint" (GANFit's joint stage: texture latent, SH
         lighting, colour gain/offset, shape, expression and pose against identity, id-hat, content, pixel
         and landmark terms; Adam, ~15-25 s per photo on a 2-core CPU, see `JointStageConfig`). The joint
@@ -69,7 +71,9 @@ class FitConfig:
         the joint stage lowers its pixel and identity losses (benchmarks/joint.py: pixel -40 %, 1 - cos -50 to
         -75 % on 7 photos) but moves the shape by nothing measurable and its texture is blurred, while it
         multiplies the fit time by ~10; it becomes the default when a texture model worth fitting ships
-        (issue 12) and its weights are tuned.
+        (issue 12) and its weights are tuned. An entry may also be a mapping of a name and overrides of that
+        stage's section, `{name: joint, iterations: 30}` (YAML `stages: [landmarks, {name: joint, iterations:
+        30}]`), merged into `joint_stage` (`landmarks` into `landmark_stage`); the config keeps the names.
     joint_stage: the joint stage's settings (`ganfit.fitting.stages.JointStageConfig`: iterations, weights,
         learning rates, resolution, ...).
     identity: the joint stage's face-recognition network: "dlib" (offline default, dlib's face-descriptor
@@ -164,7 +168,7 @@ class FitConfig:
     quiet: bool = False
 
     def __post_init__(self) -> None:
-        self.stages = tuple(self.stages)
+        self.stages = self._stage_names(self.stages)
         for stage in self.stages:
             if stage not in STAGES:
                 raise ConfigError(f"unknown stage {stage!r}; available: {', '.join(STAGES)}")
@@ -213,6 +217,26 @@ class FitConfig:
         if isinstance(self.detector_upsample, bool) or not isinstance(self.detector_upsample, int) or not 0 <= self.detector_upsample <= 3:
             raise ConfigError(f"detector_upsample must be 0, 1, 2 or 3 (extra detector passes), got {self.detector_upsample!r}")
 
+    def _stage_names(self, stages: Any) -> tuple[str, ...]:
+        """The stage names of `stages`; an entry may be a mapping with a `name` and overrides of that stage's
+        section ({"name": "joint", "iterations": 30} -> joint_stage.iterations = 30), merged here so the
+        config holds names only and `to_dict` round-trips."""
+        names = []
+        for entry in tuple(stages):
+            if isinstance(entry, dict):
+                overrides = dict(entry)
+                name = overrides.pop("name", None)
+                if name not in STAGES:
+                    raise ConfigError(f"a stage given as a mapping needs a name, one of {', '.join(STAGES)}; got {name!r}")
+                if overrides:
+                    section = STAGE_SECTIONS[name]
+                    current = getattr(self, section)
+                    merged = _deep_merge(dataclasses.asdict(current), overrides)
+                    setattr(self, section, _from_dict(type(current), merged, f"stages.{name}."))
+                entry = name
+            names.append(entry)
+        return tuple(names)
+
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -231,6 +255,14 @@ class FitConfig:
     def replace(self, **changes: Any) -> "FitConfig":
         """A copy with `changes` applied (nested dataclasses replaced whole)."""
         return dataclasses.replace(self, **changes)
+
+
+def _deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` applied, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
