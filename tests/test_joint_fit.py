@@ -33,7 +33,7 @@ def test_schedule_in_the_config(tmp_path):
     assert cfg.joint_stage.rates.latent == 0.1 and cfg.identity == "none" and cfg.texture == "model"
     assert FitConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # face.json's config round-trips
     for bad, words in ((dict(stages=("joint",)), "start with landmarks"), (dict(stages=("landmarks", "joint", "joint")), "at most once"),
-                       (dict(texture="model"), "add the joint stage"), (dict(identity="vgg"), "identity must be")):
+                       (dict(texture="model"), "add the joint stage"), (dict(texture="blend"), "add the joint stage"), (dict(identity="vgg"), "identity must be")):
         with pytest.raises(ConfigError, match=words):
             FitConfig(**bad)
     with pytest.raises(ConfigError, match="joint_stage.weights.pixle"):
@@ -85,10 +85,11 @@ def test_photos_of_any_size_run_in_working_copy_pixels():
 
 @pytest.mark.assets
 @pytest.mark.usefixtures("one_thread")
-def test_fit_with_the_joint_stage_end_to_end(tmp_path, capsys):
+@pytest.mark.parametrize("texture", ["model", "blend"])
+def test_fit_with_the_joint_stage_end_to_end(tmp_path, capsys, texture):
     out = tmp_path / "out"
     code = main(["fit", str(PHOTO), "-o", str(out / "face.obj"), "--stages", "landmarks,joint", "--joint-iterations", "8",
-                 "--texture", "model", "--texture-size", "64", "--no-overlay", "-q"])
+                 "--texture", texture, "--texture-size", "64", "--no-overlay", "-q"])
     err = capsys.readouterr().err
     assert code == 0, err
     data = json.loads((out / "face.json").read_text())
@@ -101,7 +102,9 @@ def test_fit_with_the_joint_stage_end_to_end(tmp_path, capsys):
     assert before["focal_px"] == after["focal_px"]
     assert data["landmarks"]["reprojection_error_px"] < 4.0 and data["timings_s"]["joint_stage"] > 0
     tex = np.asarray(PILImage.open(out / "face_texture.png"))
-    assert tex.shape == (64, 64, 3) and tex.std() > 5  # the model texture, not empty
+    assert tex.shape == (64, 64, 3) and tex.std() > 5  # the model texture (or the blend), not empty
+    if texture == "blend":
+        assert data["timings_s"]["texture_blend"] > 0
     from ganfit.io.mesh import read_obj
 
     assert np.isfinite(read_obj(out / "face.obj").vertices).all()

@@ -82,9 +82,11 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--texture-model", default=None, metavar="NAME|PATH",
                    help="texture model of the joint stage: default (the shipped texture GAN), a .pt texture GAN "
                    "(ganfit texture train) or a .npz PCA model (ganfit texture build-pca)")
-    p.add_argument("--texture", choices=["photo", "model"], default=None,
+    p.add_argument("--texture", choices=["photo", "model", "blend"], default=None,
                    help="what face_texture.png holds: photo (default: the photo unwrapped onto the mesh, completed "
-                   "by symmetry) or model (the joint stage's fitted texture, without lighting)")
+                   "by symmetry), model (the joint stage's fitted texture, without lighting) or blend (the photo's "
+                   "colours divided by the fitted shading where seen, blended into the model texture elsewhere); "
+                   "model and blend need --stages landmarks,joint")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file with FitConfig options; command-line options override it")
     p.add_argument("--landmarks", nargs="+", metavar="FILE",
                    help="68-point landmark files (.pts, .json, .npy, .txt), one per photo, instead of detecting")

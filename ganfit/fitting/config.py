@@ -83,8 +83,12 @@ class FitConfig:
     texture_model: the joint stage's texture model: "default" (the shipped texture GAN, see weights/README)
         or a .pt (texture GAN from `ganfit texture train`) / .npz (PCA from `ganfit texture build-pca`).
     texture: what face_texture.png holds: "photo" (default: the photo unwrapped onto the fitted mesh and
-        completed by symmetry) or "model" (the joint stage's fitted model texture, albedo without lighting;
-        needs the joint stage).
+        completed by symmetry), "model" (the joint stage's fitted model texture, albedo without lighting) or
+        "blend" (GANFit's output texture: the photo's albedo, its colours divided by the fitted shading, where
+        the photo sees the surface and the fit explains it, Poisson-blended into the model texture elsewhere;
+        `ganfit.fitting.texture_blend`). "model" and "blend" need the joint stage. "photo" stays the default
+        with it: beside the shipped 32 x 32 texture GAN the blend's unseen parts (sides, neck) are that
+        GAN's blotchy texture, which looks worse than the symmetry-completed photo.
     optimizer: "lm" (Levenberg-Marquardt on the landmark residuals: fast and exact for this small
         least-squares problem) or "adam" (first order; slower, kept for comparison).
     rotation: "axis_angle" or "6d" (Zhou et al. CVPR 2019) parametrisation of the head rotation.
@@ -161,7 +165,7 @@ class FitConfig:
     identity: Literal["dlib", "arcface", "none"] = "dlib"
     identity_weights: str | None = None
     texture_model: str = "default"
-    texture: Literal["photo", "model"] = "photo"
+    texture: Literal["photo", "model", "blend"] = "photo"
     weights: LossWeights = field(default_factory=LossWeights)
     adam_lr: float = 0.02
     adam_iterations: int = 400
@@ -178,8 +182,8 @@ class FitConfig:
             raise ConfigError(f"stages must start with landmarks, each at most once (landmarks or landmarks,joint); "
                               f"got {','.join(self.stages)}")
         _check_choice("identity", self.identity, ("dlib", "arcface", "none"))
-        _check_choice("texture", self.texture, ("photo", "model"))
-        if self.texture == "model" and "joint" not in self.stages:
+        _check_choice("texture", self.texture, ("photo", "model", "blend"))
+        if self.texture in ("model", "blend") and "joint" not in self.stages:
             raise ConfigError("texture model is the joint stage's texture: add the joint stage, or use texture photo")
         _check_choice("optimizer", self.optimizer, ("lm", "adam"))
         _check_choice("rotation", self.rotation, ("axis_angle", "6d"))

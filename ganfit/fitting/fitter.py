@@ -165,6 +165,13 @@ class Fitter:
         meshes, fitted = self._meshes(model, params, vertex_ids, loaded, timings)
         if joint is not None and cfg.texture == "model":
             self._model_textures(meshes, joint)
+        elif joint is not None and cfg.texture == "blend":
+            from .texture_blend import blend_face_textures
+
+            t0 = time.perf_counter()
+            blend_face_textures(self._texture(model), meshes, joint, [img.pixels for img in loaded],
+                                [img.scale for img in loaded])
+            timings["texture_blend"] = time.perf_counter() - t0
         warnings = [self._fit_warnings(obs.landmarks[i].cpu(), fitted[i], params, i, img.path or f"image {i}")
                     + [w for o in outcomes for w in o.photo_warnings(i)]
                     for i, img in enumerate(loaded)]
