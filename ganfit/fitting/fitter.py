@@ -18,10 +18,11 @@ from ..errors import ConfigError, ImageError, LandmarkError, NoFaceError, Nothin
 from ..model.morphable import MorphableModel
 from ..perception.landmark_file import check_landmark_placement
 from ..render.camera import PinholeCamera
+from .appearance import FaceAppearance
 from .checks import focal_warnings, landmark_fit_warnings, pose_warnings
 from .config import FitConfig
 from .observations import Observations, build_observations
-from .result import FaceMesh, FitFailure, FitResult
+from .result import FitFailure, FitResult
 from .schedule import build_schedule, run_schedule
 from .stages.base import Stage, StageOutcome
 
@@ -53,7 +54,7 @@ class Fitter:
         self._model = model
         self._detector = detector
         self._schedule = None if schedule is None else list(schedule)
-        self._photo_texture = None
+        self._appearance: FaceAppearance | None = None
         #: the fit's random numbers (`FitConfig.seed`), re-seeded at the start of every `fit`
         self.generator = torch.Generator(device="cpu").manual_seed(self.config.seed)
         self._model_summary: dict | None = None
@@ -76,6 +77,14 @@ class Fitter:
             options = {"upsample": self.config.detector_upsample} if self.config.detector == "dlib" else {}
             self._detector = make_detector(self.config.detector, **options)
         return self._detector
+
+    @property
+    def appearance(self) -> FaceAppearance:
+        """Meshes, textures and renders of the fitted faces (`appearance.FaceAppearance`, built once)."""
+        if self._appearance is None:
+            cfg = self.config
+            self._appearance = FaceAppearance(self.model, texture_size=cfg.texture_size, device=self.device, quiet=cfg.quiet)
+        return self._appearance
 
     # ------------------------------------------------------------------ public
     @_on_config_threads
@@ -158,24 +167,17 @@ class Fitter:
                 timings: dict[str, float], t_all: float) -> FitResult:
         """Meshes, textures, renders and warnings of the fitted state; face.json's stage reports from the
         outcomes (the first stage's history and, when later stages changed it, its parameters)."""
-        cfg, model, loaded = self.config, self.model, obs.images
+        cfg, loaded = self.config, obs.images
         first, last = outcomes[0], outcomes[-1]
         params, vertex_ids = last.state.to_fit_params(), last.state.landmark_vertices
         joint = next((o.extras["joint"] for o in outcomes if "joint" in o.extras), None)
-        meshes, fitted = self._meshes(model, params, vertex_ids, loaded, timings)
-        if joint is not None and cfg.texture == "model":
-            self._model_textures(meshes, joint)
-        elif joint is not None and cfg.texture == "blend":
-            from .texture_blend import blend_face_textures
-
-            t0 = time.perf_counter()
-            blend_face_textures(self._texture(model), meshes, joint, [img.pixels for img in loaded],
-                                [img.scale for img in loaded])
-            timings["texture_blend"] = time.perf_counter() - t0
+        appearance = self.appearance
+        meshes, fitted = appearance.meshes(params, vertex_ids, loaded, timings, joint=joint,
+                                           texture=cfg.texture if joint is not None else "photo")
         warnings = [self._fit_warnings(obs.landmarks[i].cpu(), fitted[i], params, i, img.path or f"image {i}")
                     + [w for o in outcomes for w in o.photo_warnings(i)]
                     for i, img in enumerate(loaded)]
-        renders = self._renders(model, params, meshes, obs.sizes, timings)
+        renders = appearance.renders(params, meshes, obs.sizes, timings)
         timings["total"] = time.perf_counter() - t_all
         camera = PinholeCamera(focal=params.focal, principal=params.principal, image_size=obs.sizes.float())
         return FitResult(
@@ -276,53 +278,6 @@ class Fitter:
         except NoFaceError as exc:
             where = img.path or "the image"
             raise NoFaceError(f"{where}: {exc}") from None
-
-    def _meshes(self, model: MorphableModel, params, vertex_ids: torch.Tensor, loaded,
-                timings: dict[str, float]) -> tuple[list[FaceMesh], torch.Tensor]:
-        """Fitted meshes with photo colours and UV textures (`photo_texture.PhotoTexture`), with a progress bar
-        naming the step (the first fit also builds the UV layout: ~1.5 s)."""
-        bar = tqdm(total=len(loaded), desc="fit: texture", unit="face", disable=self.config.quiet, leave=False)
-
-        def progress(i: int, step: str) -> None:
-            bar.update(i - bar.n)
-            bar.set_postfix_str(step)
-
-        try:
-            out = self._texture(model).meshes(params, vertex_ids, [img.pixels for img in loaded], timings,
-                                              photo_scales=[img.scale for img in loaded], progress=progress)
-            bar.update(len(loaded) - bar.n)
-            return out
-        finally:
-            bar.close()
-
-    def _model_textures(self, meshes: list[FaceMesh], joint) -> None:
-        """Replace each mesh's photo texture with the joint stage's model texture (albedo), resized to
-        `texture_size` (row 0 = top, as the photo unwrap)."""
-        size = self.config.texture_size
-        for mesh, res in zip(meshes, joint.results):
-            if mesh.texture is None:
-                continue
-            tex = res.texture[:1].float()
-            if tex.shape[-1] != size:
-                tex = torch.nn.functional.interpolate(tex, size=(size, size), mode="bilinear", align_corners=False)
-            mesh.texture = tex[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-            mesh.texture_mask = np.ones(mesh.texture.shape[:2], np.float32)
-
-    def _texture(self, model: MorphableModel):
-        """The `PhotoTexture` of this fitter's model, built once (it keeps the per-model UV layout,
-        mirror maps and rasterizer, so no photo repeats that work)."""
-        from .photo_texture import PhotoTexture
-
-        pt = self._photo_texture
-        if pt is None or pt.model is not model or pt.texture_size != self.config.texture_size:
-            pt = self._photo_texture = PhotoTexture(model, texture_size=self.config.texture_size, device=self.device)
-        return pt
-
-    def _renders(self, model: MorphableModel, params, meshes: list[FaceMesh], sizes: torch.Tensor,
-                 timings: dict[str, float]) -> list[np.ndarray | None]:
-        """Shaded, textured renders of each fitted face at overlay resolution (longer side <= 1024 px),
-        as (h, w, 4) premultiplied RGBA float32; None where there is no texture to show."""
-        return self._texture(model).renders(params, meshes, sizes, timings)
 
 
 def _source_name(item: Any) -> str | None:
