@@ -368,10 +368,12 @@ def test_arcface_from_onnx_file(tmp_path, onnx_folded, r18):
 
 
 def test_missing_weights_say_where_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))  # no ~/.insightface either
     monkeypatch.setenv("GANFIT_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("GANFIT_INSIGHTFACE_BUFFALO_L", raising=False)
     monkeypatch.delenv("GANFIT_INSIGHTFACE_ANTELOPEV2", raising=False)
-    with pytest.raises(AssetError, match=r"insightface.*ganfit assets path insightface-buffalo-l"):
+    with pytest.raises(AssetError, match=r"insightface.*\.insightface/models/buffalo_l.*"
+                                         r"ganfit assets path insightface-buffalo-l"):
         ArcFace()
     with pytest.raises(AssetError):
         make_identity_net("arcface")
@@ -381,11 +383,31 @@ def test_missing_weights_say_where_to_get_them(tmp_path, monkeypatch):
         make_identity_net("vggface")
 
 
+def test_insightface_home_pack_is_found_and_loads(tmp_path, monkeypatch, onnx_folded, r18):
+    """`--identity arcface` without weights: the buffalo_l pack where insightface keeps it, ~/.insightface/models."""
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("GANFIT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("GANFIT_INSIGHTFACE_BUFFALO_L", raising=False)
+    monkeypatch.delenv("GANFIT_INSIGHTFACE_ANTELOPEV2", raising=False)
+    pack = tmp_path / "user" / ".insightface" / "models" / "buffalo_l"
+    pack.mkdir(parents=True)
+    (pack / "w600k_r50.onnx").write_bytes(onnx_folded)
+    (pack / "det_10g.onnx").write_bytes(b"not a recognition network")
+    net = make_identity_net("arcface")
+    assert net.name == "arcface-r18" and net.source == str(pack / "w600k_r50.onnx")
+    img = torch.rand(1, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expect = torch.nn.functional.normalize(r18((img * 255 - 127.5) / 127.5), dim=-1)
+        assert (net.embed(img, identity_landmarks(1)) - expect).abs().max() < 1e-4
+    assert make_identity_net("arcface", "buffalo_l").source == str(pack)   # a pack name works too
+
+
 def test_registered_pack_path_is_used(tmp_path, monkeypatch, onnx_folded):
     from ganfit.assets import get_asset, set_user_path
 
     assert get_asset("insightface-buffalo-l").kind == "user-path"
     assert get_asset("insightface-antelopev2").kind == "user-path"
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
     monkeypatch.setenv("GANFIT_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("GANFIT_INSIGHTFACE_BUFFALO_L", raising=False)
     monkeypatch.delenv("GANFIT_INSIGHTFACE_ANTELOPEV2", raising=False)

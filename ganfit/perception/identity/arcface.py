@@ -33,6 +33,7 @@ from torch import nn
 
 from ...assets.registry import get_asset
 from ...errors import AssetError, ModelFormatError
+from .arcface_weights import PACK_ASSETS, PACK_ONNX, find_arcface_weights, find_recognition_onnx
 from .base import unit_range
 
 __all__ = [
@@ -275,21 +276,14 @@ def _load_pth(path: Path) -> IResNet:
     return load_iresnet_state_dict(obj, origin=str(path))
 
 
-#: ONNX files inside the insightface packs, in order of preference.
-PACK_ONNX = ("w600k_r50.onnx", "glintr100.onnx")
-
-
 def _find_onnx(folder: Path) -> Path:
-    for name in PACK_ONNX:
-        for cand in (folder / name, *folder.glob(f"*/{name}")):
-            if cand.is_file():
-                return cand
-    found = sorted(folder.glob("*.onnx"))
-    if len(found) == 1:
-        return found[0]
+    found = find_recognition_onnx(folder)
+    if found is not None:
+        return found
+    cands = sorted(p.name for p in (*folder.glob("*.onnx"), *folder.glob("*/*.onnx")))
     raise AssetError(
-        f"{folder}: no ArcFace network found (looked for {', '.join(PACK_ONNX)}"
-        + (f"; candidates: {', '.join(p.name for p in found)}" if found else "") + "); point at the .onnx file itself")
+        f"{folder}: no ArcFace network found (looked for {', '.join(PACK_ONNX)}, or a single recognition .onnx"
+        + (f"; candidates: {', '.join(cands)}" if cands else "") + "); point at the .onnx file itself")
 
 
 def load_iresnet(path: str | os.PathLike) -> tuple[IResNet, float, float]:
@@ -311,28 +305,15 @@ def load_iresnet(path: str | os.PathLike) -> tuple[IResNet, float, float]:
 
 # ------------------------------------------------------------------------------ assets
 
-_RELEASE = "https://github.com/deepinsight/insightface/releases/download/v0.7/"
 #: the insightface packs, registered with the other assets in `ganfit.assets.registry`.
-INSIGHTFACE_ASSETS = tuple(get_asset(n) for n in ("insightface-buffalo-l", "insightface-antelopev2"))
+INSIGHTFACE_ASSETS = tuple(get_asset(n) for n in PACK_ASSETS)
 
 
 def default_weights() -> Path:
-    """The first configured insightface pack (buffalo_l, then antelopev2); AssetError saying how to
-    get one otherwise."""
-    from ...assets.sources import asset_path
-
-    problems = []
-    for asset in INSIGHTFACE_ASSETS:
-        try:
-            return asset_path(asset.name)
-        except AssetError as exc:
-            problems.append(str(exc))
-    raise AssetError(
-        "no ArcFace weights: download an insightface pack (buffalo_l.zip with w600k_r50.onnx, or "
-        f"antelopev2.zip with glintr100.onnx) from {_RELEASE} (non-commercial research licence), unzip "
-        "it, and run `ganfit assets path insightface-buffalo-l --set FOLDER` (or set "
-        f"{INSIGHTFACE_ASSETS[0].env_var}=FOLDER), or pass weights=PATH (an .onnx file, a pack folder, "
-        "or an arcface_torch backbone .pth). Details: " + " | ".join(problems))
+    """The ArcFace weights found without an explicit path (`find_arcface_weights`: the registered
+    insightface-buffalo-l / -antelopev2 assets, then the packs in ``~/.insightface/models``); AssetError
+    listing every place looked and how to provide weights otherwise."""
+    return find_arcface_weights().path
 
 
 # ------------------------------------------------------------------------------ alignment
@@ -400,8 +381,10 @@ class ArcFace(nn.Module):
 
     Args:
         weights: an insightface ``.onnx`` (w600k_r50.onnx, glintr100.onnx), a folder holding an unpacked
-            pack, an arcface_torch ``.pth`` state dict, an `IResNet` instance, or None for the configured
-            ``insightface-buffalo-l`` / ``insightface-antelopev2`` asset (AssetError if neither is set).
+            pack, an insightface pack name ("antelopev2": ``~/.insightface/models/antelopev2``), an arcface_torch
+            ``.pth`` state dict, an `IResNet` instance, or None to look for one (`find_arcface_weights`: the
+            ``insightface-buffalo-l`` / ``insightface-antelopev2`` assets, then ``~/.insightface/models``;
+            AssetError listing the places looked if none is found).
         device: where to run.
         input_mean, input_std: normalisation of 0-255 RGB crops; taken from the file when loading one
             (127.5/127.5 for arcface_torch and current insightface packs).
@@ -417,7 +400,7 @@ class ArcFace(nn.Module):
             net, mean, std = weights, 127.5, 127.5
             self.source = "module"
         else:
-            path = default_weights() if weights is None else Path(weights)
+            path = find_arcface_weights(weights).path
             net, mean, std = load_iresnet(path)
             self.source = str(path)
         self.net = net.eval().requires_grad_(False)
