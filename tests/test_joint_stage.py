@@ -2,7 +2,8 @@
 the example photo, the NaN guard and determinism.
 
 The synthetic problems use the embedded BFM (the `bfm` fixture) with a small PCA texture model made here in its
-UV layout, a torch rasterizer and no identity network, at low resolution; the photo test uses dlib's ResNet."""
+UV layout (and, for one recovery test, the shipped 32 px texture GAN), a torch rasterizer and no identity
+network, at low resolution; the photo test uses dlib's ResNet."""
 from __future__ import annotations
 
 import math
@@ -174,6 +175,99 @@ def test_synthetic_recovery_of_lighting_and_texture(synthetic):
     assert err < 0.4 * err0 and err < 0.04, (err0, err)
     tex_err = float((res.texture - true_tex).abs().mean())
     assert tex_err < 0.3 * tex_err0 and tex_err < 0.03, (tex_err0, tex_err)
+    assert all(math.isfinite(x) for h in res.history for x in h["total"])
+
+
+@pytest.fixture(scope="module")
+def synthetic_gan(bfm):
+    """A face rendered from known geometry, SH light and a latent of the shipped texture GAN (32 px), with a
+    landmark-stage-like start: the true geometry perturbed, a perturbed latent and a perturbed light."""
+    from ganfit.model.texture.registry import load_texture_model
+
+    tex = load_texture_model("default", face_model=bfm)
+    g = torch.Generator().manual_seed(0)
+    params = FitParams(shape=0.5 * torch.randn(1, bfm.num_shape, generator=g),
+                       expression=0.3 * torch.randn(1, bfm.num_expression, generator=g),
+                       rotation=torch.tensor([[0.05, 0.25, 0.0]]), translation=torch.tensor([[0.0, 0.0, -700.0]]),
+                       focal=torch.tensor([450.0]), principal=torch.tensor([[SIZE / 2, SIZE / 2]]))
+    latent = tex.sample(1, torch.Generator().manual_seed(11))
+    light = default_sh(1) * 0.7 + sh_directional(torch.tensor([0.5, 0.4, 1.0]), 0.4)
+    renderer = Renderer(bfm, make_rasterizer("torch", "cpu"), image_size=(SIZE, SIZE))
+    with torch.no_grad():
+        out = renderer.render(params, texture=tex.decode(latent), lighting=light)
+        photo = composite(out.image.permute(0, 3, 1, 2), out.alpha, torch.tensor([0.3, 0.35, 0.4])[None, :, None, None]).clamp(0, 1)
+    g = torch.Generator().manual_seed(2)
+    start = FitParams(params.shape + 0.2 * torch.randn(params.shape.shape, generator=g),
+                      params.expression + 0.1 * torch.randn(params.expression.shape, generator=g),
+                      params.rotation + 0.02, params.translation + torch.tensor([[2.0, -2.0, 5.0]]),
+                      params.focal, params.principal)
+    return dict(model=bfm, tex=tex, renderer=renderer, params=params, latent=latent, light=light, photo=photo,
+                landmarks=out.landmarks, ids=torch.as_tensor(bfm.landmark_indices)[None], normals=out.normals,
+                seen=out.alpha > 0.99, start=start,
+                start_latent=latent + torch.randn(latent.shape, generator=g),   # cosine 0.70 to the true one
+                start_light=light + 0.1 * torch.randn(light.shape, generator=g))
+
+
+class _FromStart(JointStage):
+    """A joint stage starting from a given latent and light (the stage itself draws its start latent)."""
+
+    def __init__(self, *args, latent: torch.Tensor, lighting: torch.Tensor, **kw):
+        super().__init__(*args, **kw)
+        self.start_latent, self.start_lighting = latent, lighting
+
+    def initial_variables(self, params, targets, generator):
+        v = super().initial_variables(params, targets, generator)
+        v.latent, v.lighting = self.start_latent.clone(), self.start_lighting.clone()
+        return v
+
+
+def test_synthetic_recovery_with_the_gan_texture(synthetic_gan):
+    """The shipped texture GAN: from a perturbed geometry, latent (cosine 0.70) and light, the decoded texture
+    and the shading approach the true ones. Errors are measured where the photo sees the face, the texture
+    after a per-channel scale (albedo x light is ambiguous by one factor per channel), and also over the whole
+    UV texture. The priors are weakened (shape, expression, lighting x0.1 or less): at the default weights
+    the lighting prior pulls the light to its ambient reference and the shape prior shrinks the shape, so the
+    albedo comes out ~6 % too dark (measured 2026-12-04: seen shading error 0.139 -> 0.100, albedo x shading
+    0.095 -> 0.019), a bias of the priors rather than a failure to fit. The GAN's latent itself is not
+    identifiable (its cosine to the truth stays ~0.70): only decoded textures are compared."""
+    from ganfit.render.shading import sh_shading
+
+    s = synthetic_gan
+    cfg = JointStageConfig(resolution=64, iterations=60, warmup_iterations=20, latent_candidates=1, init_lighting=False,
+                           plateau_patience=0, pixel_keep=1.0, latent_truncation=math.inf,
+                           weights=JointWeights(lighting_prior=0.05, shape_prior=0.1, expression_prior=0.1))
+    stage = _FromStart(s["model"], s["renderer"], None, s["tex"], cfg, latent=s["start_latent"], lighting=s["start_light"])
+    res = stage.run(s["photo"], s["landmarks"], s["start"], s["ids"], generator=torch.Generator().manual_seed(0))
+    tex = s["tex"]
+    with torch.no_grad():
+        true_tex, start_tex = tex.decode(s["latent"]), tex.decode(s["start_latent"])
+        seen = s["seen"][..., None].float()
+
+        def albedo(t):  # the texture as the photo sees it: rendered with the true geometry under ambient light
+            return s["renderer"].render(s["params"], texture=t, lighting=default_sh(1)).image
+
+        def scaled_error(x, ref, mask, dims):
+            k = (x * ref * mask).sum(dims, keepdim=True) / (x * x * mask).sum(dims, keepdim=True)
+            return float(((k * x - ref).abs() * mask).sum() / (3 * mask.sum()))
+
+        a_true = albedo(true_tex)
+        seen_err0 = scaled_error(albedo(start_tex), a_true, seen, (0, 1, 2))
+        seen_err = scaled_error(albedo(res.texture), a_true, seen, (0, 1, 2))
+        ones = torch.ones_like(true_tex[:, :1])
+        uv_err0 = scaled_error(start_tex, true_tex, ones, (0, 2, 3))
+        uv_err = scaled_error(res.texture, true_tex, ones, (0, 2, 3))
+        n = s["normals"][s["seen"]][None]
+        shade_true = sh_shading(n, s["light"])
+        light_err0 = float((sh_shading(n, s["start_light"]) - shade_true).abs().mean())
+        light_err = float((sh_shading(n, res.lighting) * res.gain[:, None] - shade_true).abs().mean())
+    pixel = res.term("pixel")
+    # measured 2026-12-04: pixel 0.354 -> 0.034; seen albedo 0.034 -> 0.014; UV texture 0.039 -> 0.030;
+    # seen shading 0.139 -> 0.055; landmarks 4.2 -> 0.14 px
+    assert pixel[-1] < 0.2 * pixel[0]
+    assert seen_err < 0.6 * seen_err0 and seen_err < 0.025, (seen_err0, seen_err)
+    assert uv_err < 0.9 * uv_err0 and uv_err < 0.036, (uv_err0, uv_err)
+    assert light_err < 0.6 * light_err0 and light_err < 0.08, (light_err0, light_err)
+    assert res.term("reprojection_px")[-1] < 0.5 * res.term("reprojection_px")[0]
     assert all(math.isfinite(x) for h in res.history for x in h["total"])
 
 
