@@ -77,8 +77,10 @@ class FitConfig:
     joint_stage: the joint stage's settings (`ganfit.fitting.stages.JointStageConfig`: iterations, weights,
         learning rates, resolution, ...).
     identity: the joint stage's face-recognition network: "dlib" (offline default, dlib's face-descriptor
-        ResNet), "arcface" (needs an insightface pack or a checkpoint: `identity_weights`, or the
-        insightface-buffalo-l / antelopev2 asset), "none" (identity, id-hat and content terms off).
+        ResNet), "arcface" (an insightface pack or an arcface_torch checkpoint: `identity_weights`, else the
+        registered insightface-buffalo-l / antelopev2 asset, else the packs insightface keeps in
+        ~/.insightface/models: buffalo_l, antelopev2, any other with one recognition .onnx;
+        `ganfit.perception.identity.find_arcface_weights`), "none" (identity, id-hat and content terms off).
     identity_weights: a weights file or folder for the identity network (None: its default).
     texture_model: the joint stage's texture model: "default" (the shipped texture GAN, see weights/README)
         or a .pt (texture GAN from `ganfit texture train`) / .npz (PCA from `ganfit texture build-pca`).
