@@ -81,6 +81,9 @@ class JointStageConfig:
     init_lighting: start from the least-squares SH light of the photo (else the ambient default).
     content_layers, pixel_regions, pixel_keep: see `JointEnergy`.
     id_hat_yaw, id_hat_pitch, id_hat_expression, id_hat_light: the id-hat sampler (degrees, std units, strength).
+    id_hat_every: the id-hat render (and its identity pass) on every k-th iteration only; in between its last
+        value stands in, a constant, in the history and the total (1: every iteration).
+    id_hat_resolution: side of the id-hat's own render (px; the face as large in it as in the crop; 0: resolution).
     grad_clip: per-group gradient norm bound (OSTeC, Gecer et al. 2021, clips at 2.0; 0 = off).
     plateau_patience, plateau_tolerance: stop after this many iterations without a relative improvement of
         the deterministic energy by tolerance (0 patience: never).
@@ -90,13 +93,18 @@ class JointStageConfig:
 
     Defaults measured 2026-12-04 (benchmarks/joint.py, RESULTS.md "Joint stage (first slice)", 2-core CPU, one
     thread): 260-330 ms per iteration at 224 px with dlib and the id-hat, so 60 iterations = 16-20 s per photo;
+    then (RESULTS.md "Joint stage speed"): resolution 160 (was 224), id_hat_every 4 at id_hat_resolution 128
+    (was every iteration at the crop's 224) make the stage ~1.6x faster (example + 2 dev photos, same seed:
+    15.4-17.6 s -> 9.9-10.3 s) for the same pixel term (+-0.001), landmark error (+-0.002 px) and identity
+    1 - cos within +0.005 (0.055 -> 0.059, 0.040 -> 0.045, 0.038 -> 0.039); every 2nd at 160 px with a 192 px
+    crop was slower for the same quality, 40 iterations instead of 60 lost more (pixel +7 %, identity +25 %);
     the term weights are first guesses (the landmark and shape priors at their probabilistic 1; pixel 10,
     identity 2, id-hat 1, content 1), not yet tuned: geometry barely moves under them.
     """
 
     iterations: int = 60
     warmup_iterations: int = 20
-    resolution: int = 224
+    resolution: int = 160
     crop_margin: float = 1.3
     weights: JointWeights = field(default_factory=JointWeights)
     rates: JointRates = field(default_factory=JointRates)
@@ -115,6 +123,8 @@ class JointStageConfig:
     id_hat_pitch: float = 15.0
     id_hat_expression: float = 0.7
     id_hat_light: float = 0.5
+    id_hat_every: int = 4
+    id_hat_resolution: int = 128
     grad_clip: float = 2.0
     plateau_patience: int = 15
     plateau_tolerance: float = 2e-3
@@ -127,6 +137,10 @@ class JointStageConfig:
 
         if self.iterations < 0 or self.warmup_iterations < 0:
             raise ConfigError("joint stage iterations must be >= 0")
+        if self.id_hat_every < 1:
+            raise ConfigError(f"id_hat_every must be >= 1, got {self.id_hat_every}")
+        if self.id_hat_resolution and self.id_hat_resolution < 32:
+            raise ConfigError(f"id_hat_resolution must be 0 (the crop's) or >= 32 px, got {self.id_hat_resolution}")
         if self.resolution < 32:
             raise ConfigError(f"joint stage resolution must be >= 32 px, got {self.resolution}")
         if not 0 < self.pixel_keep <= 1:
@@ -186,11 +200,15 @@ class JointStage:
             model, renderer.rasterizer, image_size=res, near=renderer.near, far=renderer.far,
             texture_filter=renderer.texture_filter)
         c = self.config
+        hat = c.id_hat_resolution or c.resolution
+        hat_renderer = self.renderer if hat == c.resolution else Renderer(
+            model, renderer.rasterizer, image_size=(hat, hat), near=renderer.near, far=renderer.far,
+            texture_filter=renderer.texture_filter)
         self.energy = JointEnergy(model, self.renderer, identity_net, texture_model, content_layers=c.content_layers,
                                   pixel_regions=c.pixel_regions, pixel_keep=c.pixel_keep, lighting_sigma=c.lighting_sigma,
                                   gain_sigma=c.gain_sigma, offset_sigma=c.offset_sigma, id_hat_yaw=c.id_hat_yaw,
                                   id_hat_pitch=c.id_hat_pitch, id_hat_expression=c.id_hat_expression,
-                                  id_hat_light=c.id_hat_light)
+                                  id_hat_light=c.id_hat_light, id_hat_renderer=hat_renderer)
 
     @property
     def weights(self) -> dict[str, float]:
@@ -314,12 +332,20 @@ class _Loop:
         self.lr_scale = 1.0
         self.start_px: torch.Tensor | None = None
         self.within: JointVariables | None = None  # last state within the landmark margin, per image
+        self.last_id_hat: torch.Tensor | None = None  # the id-hat term's last value (kept between its renders)
 
-    def evaluate(self, v: JointVariables, with_id_hat: bool = True) -> dict[str, torch.Tensor]:
+    def evaluate(self, v: JointVariables, with_id_hat: bool = True, reuse_id_hat: bool = False) -> dict[str, torch.Tensor]:
+        """The terms and their weighted ``total``. reuse_id_hat: no id-hat render; its last value (a constant)
+        stands in for it in the history and the total, so the total stays comparable between iterations."""
         w = dict(self.weights)
-        if not with_id_hat:
+        if not with_id_hat or reuse_id_hat:
             w["identity_hat"] = 0.0
         terms = self.stage.energy.terms(v, self.t, self.generator, w)
+        if reuse_id_hat and self.last_id_hat is not None and self.weights["identity_hat"]:
+            terms["identity_hat"] = self.last_id_hat
+            w["identity_hat"] = self.weights["identity_hat"]
+        elif with_id_hat and self.weights["identity_hat"]:
+            self.last_id_hat = terms["identity_hat"].detach()
         terms["total"] = sum(w[k] * terms[k] for k in TERMS if w[k])
         return terms
 
@@ -339,7 +365,7 @@ class _Loop:
             for k in GEOMETRY:
                 leaves[k].requires_grad_(geometry_free)
             opt.zero_grad(set_to_none=True)
-            terms = self.evaluate(v)
+            terms = self.evaluate(v, reuse_id_hat=it % c.id_hat_every != 0)
             total = terms["total"]
             ok = bool(torch.isfinite(total).all())
             if ok:

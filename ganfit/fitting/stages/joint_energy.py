@@ -108,14 +108,17 @@ class JointEnergy:
         lighting_sigma, gain_sigma, offset_sigma: stds of the lighting and colour priors.
         id_hat_yaw, id_hat_pitch (degrees), id_hat_expression (std units), id_hat_light (directional strength):
             the id-hat sampler.
+        id_hat_renderer: a `Renderer` of the model for the id-hat render (its own, smaller, square image: the
+            identity network sees a 150 px chip); default `renderer`.
     """
 
     def __init__(self, model, renderer, identity_net, texture_model, *, content_layers=(1, 2, 3),
                  pixel_regions=("face",), pixel_keep: float = 0.9, lighting_sigma: float = 0.3,
                  gain_sigma: float = 0.1, offset_sigma: float = 0.05, id_hat_yaw: float = 30.0,
                  id_hat_pitch: float = 15.0, id_hat_expression: float = 0.7, id_hat_light: float = 0.5,
-                 id_hat_background: float = 0.5) -> None:
+                 id_hat_background: float = 0.5, id_hat_renderer=None) -> None:
         self.model, self.renderer, self.identity_net, self.texture_model = model, renderer, identity_net, texture_model
+        self.id_hat_renderer = renderer if id_hat_renderer is None else id_hat_renderer
         self.content_layers = tuple(content_layers)
         self.pixel_regions = tuple(r for r in pixel_regions if r in model.regions)
         self.pixel_keep = pixel_keep
@@ -220,10 +223,11 @@ class JointEnergy:
         centre = vertices.detach().gather(1, t.vertex_ids[..., None].expand(-1, -1, 3)).mean(1)  # (B, 3)
         depth = v.translation.detach()[:, 2:3]
         trans = torch.cat([torch.zeros_like(depth), torch.zeros_like(depth), depth], -1) - (rot @ centre[..., None])[..., 0]
-        res = self.renderer.image_size[0]
-        params = FitParams(v.shape, expr, matrix_to_axis_angle(rot), trans, t.focal * t.crop.scale,
+        res = self.id_hat_renderer.image_size[0]
+        zoom = res / self.renderer.image_size[0]  # the face as large in its image as in the crop
+        params = FitParams(v.shape, expr, matrix_to_axis_angle(rot), trans, t.focal * t.crop.scale * zoom,
                            torch.full_like(t.principal, res / 2.0))
-        rend = self.renderer.render(params, texture=self.texture_model.decode(v.latent) if texture is None else texture, lighting=light,
+        rend = self.id_hat_renderer.render(params, texture=self.texture_model.decode(v.latent) if texture is None else texture, lighting=light,
                                     regions=False, vertices=vertices)
         img = composite(rend.image.permute(0, 3, 1, 2), rend.alpha, self.id_hat_background)
         pts = transform_points(vertices.detach().gather(1, t.vertex_ids[..., None].expand(-1, -1, 3)), rot, trans)

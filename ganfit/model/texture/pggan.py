@@ -87,6 +87,21 @@ HE_GAIN = math.sqrt(2.0)
 
 
 # --------------------------------------------------------------------------- layers
+def _scaled_weight(layer: nn.Module) -> torch.Tensor:
+    """``layer.weight * layer.scale``; when the weight is frozen (requires_grad False, as in fitting) the product
+    is cached until the weight changes (its storage or version), the same numbers without a multiply of the whole
+    weight on every call (about a fifth of a 32 px generator's forward and backward on a CPU)."""
+    w = layer.weight
+    if w.requires_grad or torch.is_inference_mode_enabled():
+        return w * layer.scale
+    key = (w.data_ptr(), w._version, w.dtype, w.device, layer.scale)
+    cached = layer.__dict__.get("_scaled_cache")
+    if cached is None or cached[0] != key:
+        cached = (key, w.detach() * layer.scale)
+        layer.__dict__["_scaled_cache"] = cached
+    return cached[1]
+
+
 class EqualizedLinear(nn.Module):
     """Dense layer with equalized learning rate: weight ~ N(0, 1) stored, scaled by
     ``gain / sqrt(in_features)`` at run time. x: (B, in) -> (B, out)."""
@@ -98,7 +113,7 @@ class EqualizedLinear(nn.Module):
         self.scale = gain / math.sqrt(in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.scale, self.bias)
+        return F.linear(x, _scaled_weight(self), self.bias)
 
 
 class EqualizedConv2d(nn.Module):
@@ -113,7 +128,7 @@ class EqualizedConv2d(nn.Module):
         self.padding = kernel_size // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+        return F.conv2d(x, _scaled_weight(self), self.bias, padding=self.padding)
 
 
 class PixelNorm(nn.Module):
