@@ -54,7 +54,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
         description="Fit the face model to photos (GANFit, Gecer et al. CVPR 2019): detect 68 landmarks, solve for "
         "shape, expression, head pose and focal length from them (landmark stage, ~0.1 s), then optimise the "
         "texture latent, lighting, colour, shape, expression and pose against identity, content, pixel and "
-        "landmark losses (joint stage, ~15-25 s per photo on a 2-core CPU, with --stages landmarks,joint), and "
+        "landmark losses (joint stage, ~10-12 s per photo on a 2-core CPU, with --stages landmarks,joint), and "
         "write a mesh, parameters and an overlay.",
         epilog=FIT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -71,7 +71,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    "converged (default: 50 for lm, 400 for adam)")
     p.add_argument("--stages", default=None, metavar="LIST",
                    help="comma-separated stages to run, in order: landmarks (default, ~0.1 s) or landmarks,joint "
-                   "(GANFit's joint stage too, ~15-25 s per photo on a 2-core CPU)")
+                   "(GANFit's joint stage too, ~10-12 s per photo on a 2-core CPU)")
     p.add_argument("--joint-iterations", type=int, default=None, metavar="N",
                    help="most Adam iterations of the joint stage; it stops earlier on a plateau (default: 60)")
     p.add_argument("--identity", choices=["dlib", "arcface", "none"], default=None,

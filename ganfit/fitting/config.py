@@ -66,11 +66,11 @@ class FitConfig:
     stages: the stages to run, in order (`ganfit.fitting.schedule`): "landmarks" (shape, expression, pose and focal length from the 68
         landmarks; Levenberg-Marquardt, ~0.1 s) then "joint" (GANFit's joint stage: texture latent, SH
         lighting, colour gain/offset, shape, expression and pose against identity, id-hat, content, pixel
-        and landmark terms; Adam, ~15-25 s per photo on a 2-core CPU, see `JointStageConfig`). The joint
+        and landmark terms; Adam, ~10-12 s per photo on a 2-core CPU, see `JointStageConfig`). The joint
         stage needs the landmark stage before it. Default ("landmarks",): with the shipped 32 x 32 texture GAN
         the joint stage lowers its pixel and identity losses (benchmarks/joint.py: pixel -40 %, 1 - cos -50 to
         -75 % on 7 photos) but moves the shape by nothing measurable and its texture is blurred, while it
-        multiplies the fit time by ~10; it becomes the default when a texture model worth fitting ships
+        multiplies the fit time by ~7; it becomes the default when a texture model worth fitting ships
         (issue 12) and its weights are tuned. An entry may also be a mapping of a name and overrides of that
         stage's section, `{name: joint, iterations: 30}` (YAML `stages: [landmarks, {name: joint, iterations:
         30}]`), merged into `joint_stage` (`landmarks` into `landmark_stage`); the config keeps the names.
