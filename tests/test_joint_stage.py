@@ -208,19 +208,6 @@ def synthetic_gan(bfm):
                 start_light=light + 0.1 * torch.randn(light.shape, generator=g))
 
 
-class _FromStart(JointStage):
-    """A joint stage starting from a given latent and light (the stage itself draws its start latent)."""
-
-    def __init__(self, *args, latent: torch.Tensor, lighting: torch.Tensor, **kw):
-        super().__init__(*args, **kw)
-        self.start_latent, self.start_lighting = latent, lighting
-
-    def initial_variables(self, params, targets, generator):
-        v = super().initial_variables(params, targets, generator)
-        v.latent, v.lighting = self.start_latent.clone(), self.start_lighting.clone()
-        return v
-
-
 def test_synthetic_recovery_with_the_gan_texture(synthetic_gan):
     """The shipped texture GAN: from a perturbed geometry, latent (cosine 0.70) and light, the decoded texture
     and the shading approach the true ones. Errors are measured where the photo sees the face, the texture
@@ -236,8 +223,9 @@ def test_synthetic_recovery_with_the_gan_texture(synthetic_gan):
     cfg = JointStageConfig(resolution=64, iterations=60, warmup_iterations=20, latent_candidates=1, init_lighting=False,
                            plateau_patience=0, pixel_keep=1.0, latent_truncation=math.inf,
                            weights=JointWeights(lighting_prior=0.05, shape_prior=0.1, expression_prior=0.1))
-    stage = _FromStart(s["model"], s["renderer"], None, s["tex"], cfg, latent=s["start_latent"], lighting=s["start_light"])
-    res = stage.run(s["photo"], s["landmarks"], s["start"], s["ids"], generator=torch.Generator().manual_seed(0))
+    stage = JointStage(s["model"], s["renderer"], None, s["tex"], cfg)
+    res = stage.run(s["photo"], s["landmarks"], s["start"], s["ids"], generator=torch.Generator().manual_seed(0),
+                    latent=s["start_latent"], lighting=s["start_light"])
     tex = s["tex"]
     with torch.no_grad():
         true_tex, start_tex = tex.decode(s["latent"]), tex.decode(s["start_latent"])
@@ -346,6 +334,23 @@ def test_bad_inputs(synthetic):
         stage.run(s["photo"] * 255, s["landmarks"], s["params"], s["ids"], generator=torch.Generator())
     with pytest.raises(GanfitError, match="68"):
         stage.run(s["photo"], s["landmarks"][:, :5], s["params"], s["ids"], generator=torch.Generator())
+    with pytest.raises(GanfitError, match="latent"):
+        stage.run(s["photo"], s["landmarks"], s["params"], s["ids"], generator=torch.Generator(), latent=torch.zeros(1, 3))
+    with pytest.raises(GanfitError, match="lighting"):
+        stage.run(s["photo"], s["landmarks"], s["params"], s["ids"], generator=torch.Generator(),
+                  lighting=torch.zeros(1, 9))
+
+
+def test_given_start_latent_and_lighting_are_used(synthetic):
+    """run(latent=, lighting=): the stage starts there (no candidates, no least-squares light)."""
+    s = synthetic
+    stage = _stage(s, iterations=0, latent_truncation=math.inf)
+    d = stage.texture_model.latent_dim
+    z = torch.full((1, d), 0.25)
+    light = default_sh(1) * 0.8
+    res = stage.run(s["photo"], s["landmarks"], s["params"], s["ids"], generator=torch.Generator().manual_seed(0),
+                    latent=z, lighting=light)
+    assert torch.allclose(res.latent, z) and torch.allclose(res.lighting, light)
 
 
 # ----------------------------------------------------------------------------- the example photo

@@ -231,18 +231,22 @@ class JointStage:
             raise JointInputError(f"images must hold values in [0, 1], found [{lo:g}, {hi:g}] (0-255 data: divide by 255)")
         return images.to(self.device, torch.float32).contiguous()
 
-    def initial_variables(self, params: FitParams, targets: JointTargets, generator: torch.Generator) -> JointVariables:
+    def initial_variables(self, params: FitParams, targets: JointTargets, generator: torch.Generator, *,
+                          latent: torch.Tensor | None = None, lighting: torch.Tensor | None = None) -> JointVariables:
         """Start: the landmark stage's geometry, the best of `latent_candidates` random latents by the pixel
-        term, and the least-squares SH light of the photo (`joint_terms.sh_least_squares`)."""
+        term, and the least-squares SH light of the photo (`joint_terms.sh_least_squares`). A given `latent`
+        (B, D) replaces the candidates (still bounded by `latent_truncation`; nothing drawn from `generator`),
+        a given `lighting` (B, 9, 3) the least-squares light."""
         c, b = self.config, params.batch_size
         p = params.to(self.device, torch.float32)
         light = default_sh(b, device=self.device)
         one = torch.ones(b, 3, device=self.device)
-        v = JointVariables(latent=self.texture_model.sample(b, generator).to(self.device), lighting=light, gain=one,
+        z0 = self.texture_model.sample(b, generator).to(self.device) if latent is None else latent.to(self.device, torch.float32)
+        v = JointVariables(latent=z0, lighting=light, gain=one,
                            offset=torch.zeros_like(one), shape=p.shape, expression=p.expression,
                            rotation=p.rotation, translation=p.translation)
         with torch.no_grad():
-            if c.latent_candidates > 1:
+            if latent is None and c.latent_candidates > 1:
                 best, best_loss = v.latent, None
                 for _ in range(c.latent_candidates):
                     z = self.texture_model.sample(b, generator).to(self.device)
@@ -253,7 +257,9 @@ class JointStage:
                     best_loss = loss if best_loss is None else torch.minimum(loss, best_loss)
                 v.latent = best
             v.latent = truncate_latent(v.latent, c.latent_truncation)
-            if c.init_lighting:
+            if lighting is not None:
+                v.lighting = lighting.to(self.device, torch.float32).clone()
+            elif c.init_lighting:
                 img, out = self.energy.render(v, targets)  # lit by the ambient default: the albedo
                 mask = self.energy.pixel_mask(out)
                 n = out.normals.flatten(1, 2)
@@ -270,7 +276,8 @@ class JointStage:
     # ------------------------------------------------------------------ run
     def run(self, images: torch.Tensor, target_landmarks: torch.Tensor, params: FitParams, vertex_ids: torch.Tensor, *,
             generator: torch.Generator, landmark_weights: torch.Tensor | None = None,
-            progress: Callable[[int, dict[str, torch.Tensor]], None] | None = None) -> JointStageResult:
+            progress: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+            latent: torch.Tensor | None = None, lighting: torch.Tensor | None = None) -> JointStageResult:
         """Fit B photos from the landmark stage's result.
 
         Args:
@@ -281,6 +288,8 @@ class JointStage:
             generator: the fit's random numbers (latent candidates, id-hat poses); same seed, same result.
             landmark_weights: (68,) or (B, 68); default ones with the jaw at `config.jaw_weight`.
             progress: called after every iteration with (iteration, {term: (B,) tensor}).
+            latent: (B, D) start texture latent instead of the best random candidate (see `initial_variables`).
+            lighting: (B, 9, 3) start SH lighting instead of the least-squares light.
         """
         t_start = time.perf_counter()
         c = self.config
@@ -297,7 +306,12 @@ class JointStage:
         targets = self.energy.prepare(imgs, lms, p32, vertex_ids.to(self.device), w_lm.to(self.device, torch.float32),
                                       c.landmark_sigma, default_sh(b, device=self.device), c.crop_margin,
                                       weights["content"] > 0)
-        v = self.initial_variables(p32, targets, generator)
+        d = self.texture_model.latent_dim
+        if latent is not None and (latent.shape != (b, d) or not torch.isfinite(latent).all()):
+            raise JointInputError(f"latent must be finite (B={b}, {d}), got {tuple(latent.shape)}")
+        if lighting is not None and (lighting.shape != (b, 9, 3) or not torch.isfinite(lighting).all()):
+            raise JointInputError(f"lighting must be finite (B={b}, 9, 3), got {tuple(lighting.shape)}")
+        v = self.initial_variables(p32, targets, generator, latent=latent, lighting=lighting)
         leaves = {k: t.detach().clone().requires_grad_(True) for k, t in v.items()}
         rates = asdict(c.rates)
         lr_of = {"latent": rates["latent"], "lighting": rates["lighting"], "gain": rates["colour"],
