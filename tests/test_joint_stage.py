@@ -391,7 +391,9 @@ def test_example_photo_lowers_pixel_and_identity(photo_fit):
                     generator=torch.Generator().manual_seed(0))
     first, last = res.history[0], res.history[-1]
     assert last["pixel"][0] < 0.85 * first["pixel"][0]
-    assert last["identity"][0] < 0.8 * first["identity"][0]
+    # the mouth hole painted the cavity colour (no photo teeth in the render): 0.116 -> 0.100 measured here
+    # (0.117 -> 0.086 when the photo's own mouth showed through the hole)
+    assert last["identity"][0] < 0.9 * first["identity"][0]
     assert last["content"][0] < first["content"][0]
     start = first["reprojection_px"][0]
     assert last["reprojection_px"][0] <= start * (1 + cfg.landmark_margin) + cfg.landmark_margin_px

@@ -4,7 +4,8 @@ the landmark stage's geometry for the before/after panel.
 `joint_render` renders the joint stage's result as the stage saw it (`ganfit.fitting.stages.joint_energy.
 JointEnergy.render`): the model texture (albedo) lit by the fitted SH lighting, then the camera's colour
 transform ``gain * render + offset`` on the face, premultiplied by coverage so the overlay composites it
-over the photo. Only the face's bounding box is rendered (as `PhotoTexture.renders`), so the cost follows
+over the photo; the mesh's enclosed holes (open mouth, nostrils, ear canals) are painted the stage's cavity
+colour (`joint_terms.fill_holes`), as the stage composited them. Only the face's bounding box is rendered (as `PhotoTexture.renders`), so the cost follows
 the face's size. `stage_geometry` projects a stage's `FitParams` (e.g. `FitResult.landmark_stage_params`).
 """
 from __future__ import annotations
@@ -112,6 +113,11 @@ def joint_render(model, joint, index: int, image_size: tuple[float, float], *, m
     offset = res.offset[:1].detach().cpu().to(p.focal.dtype)
     image = out.image[0] * gain[0] + offset[0] * out.alpha[0][..., None]
     alpha = out.alpha[0][..., None]
+    from .stages.joint_terms import CAVITY_COLOUR, enclosed_holes
+
+    holes = enclosed_holes(out.mask)[0][..., None].to(image.dtype)  # the render over the cavity colour there
+    image = image + (1 - alpha) * holes * torch.tensor(CAVITY_COLOUR, dtype=image.dtype)
+    alpha = alpha + (1 - alpha) * holes
     rgba = np.zeros((h, w, 4), np.float32)
     rgba[y0:y1, x0:x1] = torch.cat([torch.minimum(image.clamp(0, 1), alpha), alpha], -1).float().numpy()
     return rgba

@@ -25,7 +25,7 @@ from ...render.shading import default_sh
 from ..losses import landmark_weights as default_landmark_weights
 from ..params import FitParams
 from .joint_energy import TERMS, JointEnergy, JointTargets, JointVariables
-from .joint_terms import robust_pixel_loss, sh_least_squares, truncate_latent
+from .joint_terms import CAVITY_COLOUR, robust_pixel_loss, sh_least_squares, truncate_latent
 
 __all__ = ["JointRates", "JointStage", "JointStageConfig", "JointStageResult", "JointWeights", "JointInputError"]
 
@@ -90,6 +90,9 @@ class JointStageConfig:
     landmark_margin, landmark_margin_px: the largest accepted landmark error at the end,
         start * (1 + margin) + margin_px.
     max_rollbacks: non-finite steps tolerated before the stage gives up (keeping the last finite state).
+    hole_colour: linear RGB painted into the render's enclosed holes (the mesh's open mouth, nostrils, ear
+        canals) before it is composited over the photo, so the photo's own mouth never shows through the face
+        (`joint_terms.fill_holes`); None: the photo shows through them (the behaviour before the fix).
 
     Defaults measured 2026-12-04 (benchmarks/joint.py, RESULTS.md "Joint stage (first slice)", 2-core CPU, one
     thread): 260-330 ms per iteration at 224 px with dlib and the id-hat, so 60 iterations = 16-20 s per photo;
@@ -131,6 +134,7 @@ class JointStageConfig:
     landmark_margin: float = 0.3
     landmark_margin_px: float = 0.5
     max_rollbacks: int = 5
+    hole_colour: tuple[float, float, float] | None = CAVITY_COLOUR
 
     def __post_init__(self) -> None:
         from ...errors import ConfigError
@@ -208,7 +212,8 @@ class JointStage:
                                   pixel_regions=c.pixel_regions, pixel_keep=c.pixel_keep, lighting_sigma=c.lighting_sigma,
                                   gain_sigma=c.gain_sigma, offset_sigma=c.offset_sigma, id_hat_yaw=c.id_hat_yaw,
                                   id_hat_pitch=c.id_hat_pitch, id_hat_expression=c.id_hat_expression,
-                                  id_hat_light=c.id_hat_light, id_hat_renderer=hat_renderer)
+                                  id_hat_light=c.id_hat_light, id_hat_renderer=hat_renderer,
+                                  hole_colour=c.hole_colour)
 
     @property
     def weights(self) -> dict[str, float]:
@@ -269,9 +274,7 @@ class JointStage:
 
     def _pixel(self, v: JointVariables, t: JointTargets) -> torch.Tensor:
         img, out = self.energy.render(v, t)
-        from .joint_terms import composite
-
-        return robust_pixel_loss(composite(img, out.alpha, t.photo), t.photo, self.energy.pixel_mask(out), self.config.pixel_keep)
+        return robust_pixel_loss(self.energy.over(img, out, t.photo), t.photo, self.energy.pixel_mask(out), self.config.pixel_keep)
 
     # ------------------------------------------------------------------ run
     def run(self, images: torch.Tensor, target_landmarks: torch.Tensor, params: FitParams, vertex_ids: torch.Tensor, *,

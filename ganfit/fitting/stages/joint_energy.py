@@ -10,6 +10,9 @@ variables, each a (B,) tensor, differentiable in the variables.
     lighting_prior  SH around the reference light + colour gain/offset around identity
     latent_prior  the texture model's own `latent_prior`            eq. 7
 
+Renders are composited over the photo (the id-hat's over grey) with the mesh's holes (the open mouth, nostrils,
+ear canals) painted a dark cavity colour (`joint_terms.fill_holes`), so no photo pixel shows through the face;
+the pixel term compares only the covered skin, not the unmodelled cavities.
 Both images the identity network sees are aligned with the photo's landmarks (the same differentiable dlib
 chip), so only the pixels differ. The id-hat render uses the projected landmarks of its own pose.
 """
@@ -22,8 +25,8 @@ import torch
 from ...render.camera import matrix_to_axis_angle, project_points, rotation_matrix, transform_points
 from ..losses import content_loss, face_size, identity_loss, landmark_loss, reprojection_error
 from ..params import FitParams
-from .joint_terms import (FaceCrop, colour_prior, composite, crop_images, face_crop, lighting_prior, random_lighting,
-                          random_pose, robust_pixel_loss)
+from .joint_terms import (CAVITY_COLOUR, FaceCrop, colour_prior, composite, crop_images, face_crop, fill_holes,
+                          lighting_prior, random_lighting, random_pose, robust_pixel_loss)
 
 __all__ = ["JointEnergy", "JointTargets", "JointVariables", "TERMS", "embed_and_features"]
 
@@ -110,13 +113,17 @@ class JointEnergy:
             the id-hat sampler.
         id_hat_renderer: a `Renderer` of the model for the id-hat render (its own, smaller, square image: the
             identity network sees a 150 px chip); default `renderer`.
+        hole_colour: the colour the render's enclosed holes (the mesh's open mouth, nostrils, ear canals) are
+            painted before compositing (`joint_terms.fill_holes`); None: the background shows through them
+            (the behaviour before issue 11's benchmark found the photo's mouth leaking into the identity terms).
     """
 
     def __init__(self, model, renderer, identity_net, texture_model, *, content_layers=(1, 2, 3),
                  pixel_regions=("face",), pixel_keep: float = 0.9, lighting_sigma: float = 0.3,
                  gain_sigma: float = 0.1, offset_sigma: float = 0.05, id_hat_yaw: float = 30.0,
                  id_hat_pitch: float = 15.0, id_hat_expression: float = 0.7, id_hat_light: float = 0.5,
-                 id_hat_background: float = 0.5, id_hat_renderer=None) -> None:
+                 id_hat_background: float = 0.5, id_hat_renderer=None,
+                 hole_colour: tuple[float, float, float] | None = CAVITY_COLOUR) -> None:
         self.model, self.renderer, self.identity_net, self.texture_model = model, renderer, identity_net, texture_model
         self.id_hat_renderer = renderer if id_hat_renderer is None else id_hat_renderer
         self.content_layers = tuple(content_layers)
@@ -126,6 +133,7 @@ class JointEnergy:
         self.id_hat_yaw, self.id_hat_pitch = id_hat_yaw, id_hat_pitch
         self.id_hat_expression, self.id_hat_light = id_hat_expression, id_hat_light
         self.id_hat_background = id_hat_background
+        self.hole_colour = None if hole_colour is None else tuple(float(c) for c in hole_colour)
 
     # ------------------------------------------------------------------ per run
     def prepare(self, images: torch.Tensor, landmarks: torch.Tensor, params: FitParams, vertex_ids: torch.Tensor,
@@ -164,6 +172,13 @@ class JointEnergy:
         img = img * v.gain[:, :, None, None] + v.offset[:, :, None, None] * out.alpha[:, None]
         return img, out
 
+    def over(self, img: torch.Tensor, out, background) -> torch.Tensor:
+        """The render `img` (B, 3, R, R) premultiplied, of `RenderOutput` out, over `background` ((B, 3, R, R),
+        broadcastable or a number), its enclosed holes painted `hole_colour` (unless None)."""
+        if self.hole_colour is not None:
+            background = fill_holes(background, out.mask, self.hole_colour)
+        return composite(img, out.alpha, background)
+
     def pixel_mask(self, out) -> torch.Tensor:
         """(B, R, R) detached: covered pixels of the pixel regions (all covered pixels without regions)."""
         mask = (out.alpha.detach() > 0.5).to(out.alpha.dtype)
@@ -189,7 +204,7 @@ class JointEnergy:
         vertices = self.model.vertices(v.shape, v.expression)
         texture = self.texture_model.decode(v.latent)
         img, rend = self.render(v, t, vertices, texture)
-        comp = composite(img, rend.alpha, t.photo)
+        comp = self.over(img, rend, t.photo)
         if on("pixel"):
             out["pixel"] = robust_pixel_loss(comp, t.photo, self.pixel_mask(rend), self.pixel_keep)
         net = self.identity_net
@@ -229,7 +244,7 @@ class JointEnergy:
                            torch.full_like(t.principal, res / 2.0))
         rend = self.id_hat_renderer.render(params, texture=self.texture_model.decode(v.latent) if texture is None else texture, lighting=light,
                                     regions=False, vertices=vertices)
-        img = composite(rend.image.permute(0, 3, 1, 2), rend.alpha, self.id_hat_background)
+        img = self.over(rend.image.permute(0, 3, 1, 2), rend, self.id_hat_background)
         pts = transform_points(vertices.detach().gather(1, t.vertex_ids[..., None].expand(-1, -1, 3)), rot, trans)
         lms = project_points(pts, params.focal, params.principal)
         return identity_loss(self.identity_net.embed(img, lms), t.embedding)

@@ -1,12 +1,23 @@
 """Pure tensor functions of the joint stage (GANFit, Gecer et al. CVPR 2019, sec. 3.4-3.5): the face crop the
 stage works in, compositing, the robust pixel term, the lighting and colour priors, latent truncation, the
 closed-form SH initialisation and the id-hat sampler's random poses and lights. No configuration is read here.
+
+Holes of the face mesh. The models leave cavities open (bfm-3ddfa: the mouth between the lips, the nostrils,
+the ear canals), so "the render where the face is, the photo elsewhere" would show the photo's own teeth and
+mouth interior through them, and the identity network would see the photo's real mouth in the render.
+`fill_holes` paints the enclosed holes of a render's coverage (uncovered pixels that do not reach the image
+border) with a dark cavity colour before compositing: the cavities are not modelled, and in a photo they are
+dark (mouth interior, nostrils, ear canals). Working on the coverage rather than the mesh covers every hole
+of every model at any pose, costs one 2-D hole fill per image, and keeps the composite as differentiable as
+before (the filled background is a constant of the step, like the photo it replaces; the lips' inner
+silhouette now blends against the cavity colour, so it still passes gradients to the geometry).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -15,7 +26,7 @@ from ...render.camera import matrix_from_euler
 from ...render.shading import SH_BAND_FACTORS, default_sh, sh_basis, sh_directional
 
 __all__ = [
-    "FaceCrop", "colour_prior", "composite", "crop_images", "face_crop", "lighting_prior", "random_lighting",
+    "CAVITY_COLOUR", "FaceCrop", "colour_prior", "composite", "enclosed_holes", "fill_holes", "crop_images", "face_crop", "lighting_prior", "random_lighting",
     "random_pose", "robust_pixel_loss", "sh_least_squares", "truncate_latent",
 ]
 
@@ -80,6 +91,48 @@ def composite(render: torch.Tensor, alpha: torch.Tensor, background: torch.Tenso
     """The render over a background: render (B, 3, H, W) premultiplied, alpha (B, H, W), background
     (B, 3, H, W) or broadcastable -> (B, 3, H, W) ``render + (1 - alpha) * background``."""
     return render + (1.0 - alpha[:, None]) * background
+
+
+#: linear RGB in [0, 1] of the cavities the face mesh leaves open (a dark red-brown: a shadowed mouth interior)
+CAVITY_COLOUR = (0.16, 0.07, 0.06)
+
+
+def enclosed_holes(covered: torch.Tensor, grow: int = 1) -> torch.Tensor:
+    """The holes of a render's coverage: (B, H, W) bool pixels covered by the face -> (B, H, W) bool pixels
+    not covered and not connected (4-neighbours) to the image border through uncovered pixels, grown by
+    `grow` pixels into the covered ones around them (the antialiased edges, whose partial coverage would
+    otherwise blend in what lies behind). Not differentiable (a mask); runs on the CPU (scipy)."""
+    from scipy import ndimage
+
+    cov = covered.detach().to("cpu", torch.bool).numpy()
+    out = np.zeros_like(cov)
+    for i, c in enumerate(cov):
+        labels, n = ndimage.label(~c)  # 4-connected components of the uncovered pixels
+        if n == 0:
+            continue
+        inside = np.ones(n + 1, bool)
+        inside[0] = False
+        inside[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = False  # reach the border
+        holes = inside[labels]
+        if grow > 0 and holes.any():
+            holes = ndimage.binary_dilation(holes, np.ones((3, 3), bool), iterations=grow)
+        out[i] = holes
+    return torch.from_numpy(out).to(covered.device)
+
+
+def fill_holes(background: torch.Tensor | float, covered: torch.Tensor,
+               colour: tuple[float, float, float] = CAVITY_COLOUR, grow: int = 1) -> torch.Tensor:
+    """The background to composite a render over, with the render's enclosed holes (`enclosed_holes` of
+    `covered`, (B, H, W) bool) painted `colour`: background (B, 3, H, W), broadcastable or a number ->
+    (B, 3, H, W). Use ``composite(render, alpha, fill_holes(photo, out.mask))``."""
+    holes = enclosed_holes(covered, grow)
+    b, h, w = holes.shape
+    bg = torch.as_tensor(background)
+    dtype = bg.dtype if bg.is_floating_point() else torch.float32
+    bg = bg.to(device=covered.device, dtype=dtype)
+    bg = bg.view(1, -1, 1, 1) if bg.ndim <= 1 else bg
+    c = torch.tensor(colour, dtype=dtype, device=covered.device).view(1, 3, 1, 1)
+    return torch.where(holes[:, None], c, bg.expand(b, 3, h, w))
 
 
 def robust_pixel_loss(image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, keep: float = 0.9,
