@@ -103,6 +103,13 @@ class JointStageConfig:
     crop was slower for the same quality, 40 iterations instead of 60 lost more (pixel +7 %, identity +25 %);
     the term weights are first guesses (the landmark and shape priors at their probabilistic 1; pixel 10,
     identity 2, id-hat 1, content 1), not yet tuned: geometry barely moves under them.
+    A sweep of the geometry (RESULTS.md "Joint stage: can it move the shape?", 13 photos of 5 people, 40
+    iterations) kept these defaults: shape/expression rate 0.03 -> 0.3 moves the shape only ~0.1 mm and the
+    same/different-person ratio 0.631 -> 0.606 (0.625 at the start), non-monotone in the rate (0.1: 0.633,
+    1.0: 0.692 with NME +0.16 %) and gone with a 5-iteration warm-up (0.630): noise, not a win; a weaker
+    landmark term (0.3, 0.1) shrinks every shape toward the mean (NME +0.3-0.5 %), weaker shape/expression
+    priors (0.5, 0.1) inflate them (NME 1.55 -> 1.40 / 1.07 %, but the ratio 0.632 / 0.715); identity 5-10 raises
+    the identity gap (0.077 -> 0.092-0.099) without touching the shape.
     """
 
     iterations: int = 60
