@@ -149,3 +149,13 @@ def test_the_stages_refuse_shared_subjects_for_now(tiny_model, face_landmarks):
     stage = build_schedule(FitConfig(device="cpu"), tiny_model, "cpu")[0]
     with pytest.raises(ConfigError, match="own person"):
         stage.run(obs, FitState.empty(obs.frame_subject), generator=torch.Generator())
+
+
+def test_merge_histories_puts_values_in_photo_order_and_repeats_finished_groups():
+    from ganfit.fitting.history import merge_histories
+
+    a = [{"px": [1.0, 2.0]}, {"px": [0.5, 1.5]}, {"px": [0.25, 1.0]}]  # images 2 and 0
+    b = [{"px": [9.0]}]  # image 1 stopped after one entry
+    merged = merge_histories([([2, 0], a), ([1], b), ([3], [])], 4, fill=-1.0)
+    assert merged == [{"px": [2.0, 9.0, 1.0, -1.0]}, {"px": [1.5, 9.0, 0.5, -1.0]}, {"px": [1.0, 9.0, 0.25, -1.0]}]
+    assert merge_histories([], 3) == []

@@ -31,6 +31,7 @@ from .landmark_energy import (
     residual_vector, terms_from_residuals,
     weak_perspective_pose,
 )
+from .history import merge_histories
 from .losses import face_size
 from .params import FitParams
 from .solvers.lm import LMSettings, levenberg_marquardt
@@ -82,17 +83,7 @@ class LandmarkStageResult:
         cat = lambda name: torch.cat([getattr(r.params, name) for _, r in parts])[inverse.to(parts[0][1].params.shape.device)]  # noqa: E731
         params = FitParams(**{k: cat(k) for k in ("shape", "expression", "rotation", "translation", "focal", "principal")})
         ids = torch.cat([r.vertex_ids for _, r in parts])[inverse.to(parts[0][1].vertex_ids.device)]
-        length = max(len(r.history) for _, r in parts)
-        history = []
-        for t in range(length):
-            entry: dict[str, list[float]] = {}
-            for idx, r in parts:
-                h = r.history[min(t, len(r.history) - 1)]
-                for k, v in h.items():
-                    entry.setdefault(k, [0.0] * batch)
-                    for j, i in enumerate(idx):
-                        entry[k][i] = v[j]
-            history.append(entry)
+        history = merge_histories([(idx, r.history) for idx, r in parts], batch)
         reasons, iters = [""] * batch, [0] * batch
         for idx, r in parts:
             for j, i in enumerate(idx):

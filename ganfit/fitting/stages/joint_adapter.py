@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 
 from ...errors import ConfigError
+from ..history import merge_histories
 from ..joint_fit import JointFit, run_joint_stage
 from ..observations import Observations
 from ..state import FitState
@@ -75,14 +76,4 @@ def _joint_state(joint: JointFit, before: FitState) -> FitState:
 
 def _merged_history(joint: JointFit) -> list[dict[str, list[float]]]:
     """One history for the B photos, each run separately: a photo's shorter history repeats its last entry."""
-    length = max((len(r.history) for r in joint.results), default=0)
-    merged = []
-    for t in range(length):
-        entry: dict[str, list[float]] = {}
-        for i, r in enumerate(joint.results):
-            if not r.history:
-                continue
-            for k, v in r.history[min(t, len(r.history) - 1)].items():
-                entry.setdefault(k, [float("nan")] * len(joint.results))[i] = float(v[0])
-        merged.append(entry)
-    return merged
+    return merge_histories([([i], r.history) for i, r in enumerate(joint.results)], len(joint.results), fill=float("nan"))

@@ -57,11 +57,6 @@ class LandmarksStage:
             self._table_names[convention] = table.name
         return self._solvers[convention]
 
-    def table_name(self, convention: str) -> str:
-        """The name of the landmark table a convention's solves use."""
-        self.solver(convention)
-        return self._table_names[convention]
-
     def _table(self, convention: str):
         """Under "auto" the calibrated table for 2d landmarks when this model has one
         (`ganfit.model.landmark_table`), else the model's own landmark vertices."""
