@@ -7,6 +7,7 @@ in the photo's own pixels, merged into one batch.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -66,9 +67,8 @@ def _scaled(params: FitParams, i: int, scale: tuple[float, float], dtype=None) -
     mean of the two axes for the focal length, which is one number)."""
     sx, sy = scale
     s = torch.tensor([sx, sy], dtype=params.principal.dtype, device=params.principal.device)
-    return FitParams(shape=params.shape[i:i + 1], expression=params.expression[i:i + 1],
-                     rotation=params.rotation[i:i + 1], translation=params.translation[i:i + 1],
-                     focal=params.focal[i:i + 1] * (0.5 * (sx + sy)), principal=params.principal[i:i + 1] * s)
+    one = params.select(i)
+    return dataclasses.replace(one, focal=one.focal * (0.5 * (sx + sy)), principal=one.principal * s)
 
 
 def run_joint_stage(stage: JointStage, images: Sequence, targets: torch.Tensor, params: FitParams,

@@ -47,9 +47,7 @@ class StageGeometry:
 
 
 def _one(params: FitParams, i: int, dtype=torch.float64) -> FitParams:
-    sel = lambda t: t[i:i + 1].detach().cpu().to(dtype)  # noqa: E731
-    return FitParams(shape=sel(params.shape), expression=sel(params.expression), rotation=sel(params.rotation),
-                     translation=sel(params.translation), focal=sel(params.focal), principal=sel(params.principal))
+    return params.select(i).detach().to("cpu", dtype)
 
 
 @torch.no_grad()

@@ -39,6 +39,10 @@ class FitParams:
         """(B, 3) yaw, pitch, roll in degrees."""
         return euler_from_matrix(self.rotation_matrix())
 
+    def select(self, index: int) -> "FitParams":
+        """Image `index`'s parameters as a batch of one."""
+        return FitParams(*(t[index:index + 1] for t in self._tensors()))
+
     def detach(self) -> "FitParams":
         return FitParams(*(t.detach() for t in self._tensors()))
 

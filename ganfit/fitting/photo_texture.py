@@ -11,6 +11,8 @@ results equal those of calling those functions on their own.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import time
 from typing import Callable, Sequence
@@ -227,12 +229,9 @@ class PhotoTexture:
                 out[i] = rgba
                 continue
             x0, y0, x1, y1 = box
-            p = FitParams(
-                shape=params.shape[i : i + 1].to(dev), expression=params.expression[i : i + 1].to(dev),
-                rotation=params.rotation[i : i + 1].to(dev), translation=params.translation[i : i + 1].to(dev),
-                focal=params.focal[i : i + 1].to(dev) * scale,
-                principal=torch.tensor([[size[0] / 2.0 - x0, size[1] / 2.0 - y0]], device=dev, dtype=params.focal.dtype),
-            )
+            one = params.select(i).to(dev)
+            p = dataclasses.replace(one, focal=one.focal * scale, principal=torch.tensor(
+                [[size[0] / 2.0 - x0, size[1] / 2.0 - y0]], device=dev, dtype=params.focal.dtype))
             tex = torch.as_tensor(mesh.texture, device=dev).permute(2, 0, 1)[None].to(params.focal.dtype)
             r = Renderer(self.model, self._rasterizer, image_size=(x1 - x0, y1 - y0)).render(
                 p, texture=tex, lighting=self._light, regions=False)
