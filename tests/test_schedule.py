@@ -159,3 +159,12 @@ def test_merge_histories_puts_values_in_photo_order_and_repeats_finished_groups(
     merged = merge_histories([([2, 0], a), ([1], b), ([3], [])], 4, fill=-1.0)
     assert merged == [{"px": [2.0, 9.0, 1.0, -1.0]}, {"px": [1.5, 9.0, 0.5, -1.0]}, {"px": [1.0, 9.0, 0.25, -1.0]}]
     assert merge_histories([], 3) == []
+
+
+@pytest.mark.assets
+def test_the_joint_stage_shares_the_fits_landmark_term(bfm):
+    """--landmark-sigma and the jaw weight reach the joint stage's landmark term too, not only the landmark stage's."""
+    cfg = FitConfig(device="cpu", stages=("landmarks", "joint"), landmark_sigma=0.035, jaw_weight=0.25, identity="none")
+    joint = build_schedule(cfg, bfm, "cpu")[1].stage
+    assert joint.config.landmark_sigma == 0.035 and joint.config.jaw_weight == 0.25
+    assert joint.config.iterations == cfg.joint_stage.iterations

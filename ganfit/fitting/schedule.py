@@ -3,6 +3,7 @@ the config (`landmark_stage`, `joint_stage`, ...), and `run_schedule` runs them 
 the one before it left."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from typing import Callable, Mapping, Sequence
@@ -40,11 +41,14 @@ def landmarks_stage(config: FitConfig, model: MorphableModel, device: torch.devi
 
 def joint_stage(config: FitConfig, model: MorphableModel, device: torch.device) -> JointFitStage:
     """The joint stage of `config` (`joint_stage`, `identity`, `identity_weights`, `texture_model`); its
-    collaborators load when a fit first reaches it."""
+    collaborators load when a fit first reaches it. Its landmark term is the landmark stage's: the fit's
+    `FitConfig.landmark_sigma` (and the observations' landmark weights, from `jaw_weight`)."""
     from .stages.setup import build_joint_stage
 
+    settings = dataclasses.replace(config.joint_stage, landmark_sigma=config.landmark_sigma,
+                                   jaw_weight=config.jaw_weight)
     return JointFitStage(functools.partial(
-        build_joint_stage, model, config.joint_stage, identity=config.identity,
+        build_joint_stage, model, settings, identity=config.identity,
         identity_weights=config.identity_weights, texture_model=config.texture_model, device=device))
 
 

@@ -74,7 +74,8 @@ class JointStageConfig:
     iterations: most Adam iterations; warmup_iterations: the first ones move only latent, lighting, colour.
     resolution: side of the face crop rendered and compared (px); crop_margin: crop side / dlib chip side.
     weights, rates: `JointWeights`, `JointRates`.
-    landmark_sigma, jaw_weight: the landmark term's definition (as `FitConfig`; used when `run` gets no weights).
+    landmark_sigma, jaw_weight: the landmark term's definition, as `FitConfig`'s (jaw_weight is used when `run`
+        gets no landmark weights); a `Fitter` sets both from its `FitConfig`, so the two stages' landmark terms agree.
     lighting_sigma, gain_sigma, offset_sigma: prior stds (irradiance units; gain; [0, 1] colour units).
     latent_truncation: per-coordinate bound of the texture latent in prior std units (inf: none).
     latent_candidates: random latents tried at the start; the best by the pixel term starts the fit.
