@@ -26,12 +26,12 @@ nested-dissection order of chart texels and nodes computed once per chart (`Coar
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
+
+from .._threads import torch_threads
 
 __all__ = ["CoarseSpace", "coarse_space", "fill_crop", "poisson_fill_fast", "default_factor"]
 
@@ -312,17 +312,9 @@ def coarse_space(coverage: np.ndarray, factor: int | None = None) -> CoarseSpace
     )
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
+def _one_thread():
     """torch on one intra-op thread for the small matrix products here (as the landmark stage)."""
-    before = torch.get_num_threads()
-    if before != 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if before != 1:
-            torch.set_num_threads(before)
+    return torch_threads(1)
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
