@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Sequence
 
 from .. import __version__
 from .._names import escape_controls
-from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, GanfitError, NothingFittedError, OutputError
+from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, GanfitError, NothingFittedError
 
 log = logging.getLogger("ganfit")
 
@@ -167,8 +164,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     if args.landmarks and len(args.landmarks) != len(args.images):
         raise GanfitError(f"--landmarks got {len(args.landmarks)} files for {len(args.images)} photos; give one per photo")
     layout = output_layout(args.output, args.images)  # refuses unknown extensions and unsafe names up front
-    check_targets(layout)
-    _check_writable(layout[0].mesh.parent)
+    check_targets(layout)  # and that the folder can be written
 
     try:
         result = Fitter(cfg).fit(args.images, landmarks=args.landmarks, on_error="skip")
@@ -197,23 +193,6 @@ def _run_fit(args: argparse.Namespace) -> int:
 def _print_error(message: object) -> None:
     """One line on stderr: ``ganfit: error: <message>`` (control characters escaped)."""
     print(f"ganfit: error: {escape_controls(message)}", file=sys.stderr)
-
-
-def _check_writable(folder: Path) -> None:
-    """Fail before any work if the output folder cannot be created or written."""
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise OutputError(f"cannot write to {escape_controls(folder)}: {escape_controls(probe)} is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write to {escape_controls(folder)}: permission denied")
-    if folder.exists():
-        try:
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as exc:
-            raise OutputError(f"cannot write to {escape_controls(folder)}: {exc.strerror or exc}") from None
 
 
 def _add_assets(sub: argparse._SubParsersAction) -> None:

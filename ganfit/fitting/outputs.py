@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -94,8 +95,8 @@ def output_layout(path: str | os.PathLike, sources: Sequence[str | None],
 
 
 def check_targets(layout: Sequence[FaceOutputs]) -> None:
-    """Fail before any work when an output cannot be written: the folder is a file (or under one), or a
-    target file is an existing folder.
+    """Fail before any work when an output cannot be written: the folder is a file (or under one), it (or
+    the nearest existing folder above it) cannot be written, or a target file is an existing folder.
 
     Raises:
         OutputError: naming the path and what to do.
@@ -103,11 +104,20 @@ def check_targets(layout: Sequence[FaceOutputs]) -> None:
     if not layout:
         return
     folder = layout[0].mesh.parent
+    where = escape_controls(folder)
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
-        raise OutputError(f"cannot write to {escape_controls(folder)}: {escape_controls(probe)} is a file, not a folder")
+        raise OutputError(f"cannot write to {where}: {escape_controls(probe)} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to {where}: permission denied")
+    if folder.exists():
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise OutputError(f"cannot write to {where}: {exc.strerror or exc}") from None
     for face in layout:
         for target in face.paths():
             if target.is_dir():
