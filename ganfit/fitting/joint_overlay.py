@@ -18,6 +18,7 @@ import torch
 from ..model.geometry import vertex_normals
 from ..render.camera import project_points, transform_points
 from .params import FitParams
+from .photo_texture import pixel_box
 
 __all__ = ["StageGeometry", "stage_geometry", "joint_render", "panel_scale"]
 
@@ -92,15 +93,10 @@ def joint_render(model, joint, index: int, image_size: tuple[float, float], *, m
     scale, (w, h) = panel_scale(image_size, max_side)
     cam = transform_points(model.vertices(p.shape, p.expression), p.rotation_matrix(), p.translation)[0]
     proj = project_points(cam[None], p.focal * scale, p.principal * scale)[0]
-    ok = (cam[:, 2] < 0) & torch.isfinite(proj).all(1)
-    if not bool(ok.any()):
+    box = pixel_box(proj, cam[:, 2] < 0, (w, h), _MARGIN)
+    if box is None:
         return None
-    lo = proj[ok].amin(0).floor().long() - _MARGIN
-    hi = proj[ok].amax(0).ceil().long() + _MARGIN
-    x0, y0 = max(0, int(lo[0])), max(0, int(lo[1]))
-    x1, y1 = min(w, int(hi[0])), min(h, int(hi[1]))
-    if x1 <= x0 or y1 <= y0:
-        return None
+    x0, y0, x1, y1 = box
     crop = FitParams(shape=p.shape, expression=p.expression, rotation=p.rotation, translation=p.translation,
                      focal=p.focal * scale, principal=p.principal * scale - torch.tensor([[x0, y0]], dtype=p.focal.dtype))
     renderer = Renderer(model, rasterizer if rasterizer is not None else make_rasterizer("auto", "cpu"),

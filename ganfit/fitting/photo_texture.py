@@ -30,7 +30,7 @@ from .colors import fill_unseen_colors, sample_vertex_colors, vertex_laplacian
 from .params import FitParams
 from .result import FaceMesh
 
-__all__ = ["PhotoTexture", "RENDER_MAX_SIDE"]
+__all__ = ["PhotoTexture", "RENDER_MAX_SIDE", "pixel_box"]
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class PhotoTexture:
             # the render's camera: focal * scale, principal at the centre of the (scaled) image
             centre = torch.tensor([size[0] / 2.0, size[1] / 2.0], dtype=torch.float64)
             proj = (mesh.projected.double() - params.principal[i].detach().cpu().double()) * scale + centre
-            box = _pixel_box(proj, mesh.vertices_camera[:, 2] < 0, size, _RENDER_MARGIN)
+            box = pixel_box(proj, mesh.vertices_camera[:, 2] < 0, size, _RENDER_MARGIN)
             if box is None:
                 out[i] = rgba
                 continue
@@ -247,7 +247,7 @@ def _report(progress: Callable[[int, str], None] | None, index: int, step: str) 
         progress(index, step)
 
 
-def _pixel_box(points: torch.Tensor, valid: torch.Tensor, size: tuple[int, int], margin: int) -> tuple[int, int, int, int] | None:
+def pixel_box(points: torch.Tensor, valid: torch.Tensor, size: tuple[int, int], margin: int) -> tuple[int, int, int, int] | None:
     """Integer (x0, y0, x1, y1) pixel box around the valid points (N, 2), grown by `margin`, clipped to
     the image `size` (W, H); None if it is empty."""
     pts = points[valid & torch.isfinite(points).all(1)]
