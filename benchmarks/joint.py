@@ -102,7 +102,7 @@ def photo_list(sets: list[str]) -> list[tuple[str, str, Path]]:
 
 
 class Bench:
-    def __init__(self, iterations: int, pca: str | None = None) -> None:
+    def __init__(self, iterations: int, pca: str | None = None, library_defaults: bool = False) -> None:
         self.model = load_model("bfm-3ddfa")
         self.det = make_detector("dlib")
         self.net = DlibResNet()
@@ -111,9 +111,10 @@ class Bench:
         table = calibrated_table(self.model) or model_table(self.model)
         self.lm_stage = LandmarkStage(self.model, landmark_vertices=table.vertices)
         self.renderer = Renderer(self.model, make_rasterizer("torch", "cpu"))
-        # pinned to what was measured (224 px, id-hat every step) whatever the library's defaults become
-        self.base = JointStageConfig(iterations=iterations, warmup_iterations=iterations // 3, resolution=224,
-                                     id_hat_every=1, id_hat_resolution=0)
+        # pinned to what was first measured (224 px, id-hat every step) whatever the library's defaults become,
+        # or (--library-defaults) exactly the stage `ganfit fit --stages landmarks,joint` runs
+        self.base = JointStageConfig() if library_defaults else JointStageConfig(
+            iterations=iterations, warmup_iterations=iterations // 3, resolution=224, id_hat_every=1, id_hat_resolution=0)
         self.stages: dict[str, JointStage] = {}
         self.prepared: dict[str, tuple] = {}
 
@@ -193,7 +194,7 @@ def checkpoint_io(path: Path, iterations: int) -> dict:
 
 
 def run_fits(args, ck: dict, path: Path) -> None:
-    b = Bench(args.iterations, args.pca)
+    b = Bench(args.iterations, args.pca, library_defaults=args.library_defaults)
     pool = photo_list(args.sets)
     ablation_people = {"astronaut"} | set(args.ablation_sets)
     todo = [("landmarks", n, p, s) for n, s, p in pool] + [("full", n, p, s) for n, s, p in pool]
@@ -288,6 +289,9 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="/tmp/ganfit-joint-bench/results.json")
     ap.add_argument("--report", action="store_true", help="only print the tables of the checkpoint")
     ap.add_argument("--timing", action="store_true", help="only the timing cases")
+    ap.add_argument("--library-defaults", action="store_true",
+                    help="run the joint stage with JointStageConfig's defaults (what `ganfit fit` runs), not the "
+                         "pinned 224 px / id-hat-every-step / --iterations configuration")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     path = Path(args.checkpoint)

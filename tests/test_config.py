@@ -3,23 +3,25 @@ import json
 import pytest
 
 from ganfit.errors import ConfigError
-from ganfit.fitting.config import FitConfig, LossWeights, StageConfig
+from ganfit.fitting.config import FitConfig, LandmarkStageConfig, LossWeights
 
 
 def test_defaults_are_valid_and_serialisable():
     cfg = FitConfig()
     d = cfg.to_dict()
-    assert d["stages"] == ("landmarks",)
+    assert [s["name"] for s in d["stages"]] == ["landmarks"]
     assert FitConfig.from_dict(json.loads(json.dumps(d))) == cfg
 
 
 def test_yaml_and_json_partial(tmp_path):
     y = tmp_path / "c.yaml"
-    y.write_text("seed: 3\noptimizer: adam\nweights:\n  shape_prior: 0.5\nlandmark_stage:\n  iterations: 7\n")
+    y.write_text("seed: 3\nstages:\n  - name: landmarks\n    optimizer: adam\n    weights:\n      shape_prior: 0.5\n"
+                 "    iterations: 7\n")
     cfg = FitConfig.from_file(y)
-    assert cfg.seed == 3 and cfg.optimizer == "adam"
-    assert cfg.weights == LossWeights(shape_prior=0.5)
-    assert cfg.landmark_stage.iterations == 7 and cfg.landmark_stage.rigid_iterations == StageConfig().rigid_iterations
+    stage = cfg.stage("landmarks")
+    assert cfg.seed == 3 and stage.optimizer == "adam" and cfg.stage("joint") is None
+    assert stage.weights == LossWeights(shape_prior=0.5)
+    assert stage.iterations == 7 and stage.rigid_iterations == LandmarkStageConfig().rigid_iterations
     j = tmp_path / "c.json"
     j.write_text(json.dumps({"contour": "static", "jaw_weight": 1}))
     cfg = FitConfig.from_file(j)
@@ -30,8 +32,10 @@ def test_yaml_and_json_partial(tmp_path):
     "text, words",
     [
         ("seeed: 3\n", "unknown config option 'seeed'"),
-        ("weights:\n  shape: 1\n", "unknown config option 'weights.shape'"),
-        ("optimizer: sgd\n", "optimizer must be one of"),
+        ("stages: [{name: landmarks, weights: {shape: 1}}]\n", "unknown config option 'stages.landmarks.weights.shape'"),
+        ("stages: [{name: landmarks, optimizer: sgd}]\n", "optimizer must be one of"),
+        ("optimizer: adam\n", "'optimizer' moved into the schedule"),
+        ("landmark_stage: {iterations: 3}\n", "'landmark_stage' moved into the schedule"),
         ("seed: three\n", "seed must be an integer"),
         ("stages: [landmarks, texture]\n", "unknown stage 'texture'"),
         ("landmark_weights: [1, 2]\n", "68"),

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from ganfit.cli.main import main
-from ganfit.errors import ConfigError
+from ganfit.cli.main import build_parser, fit_config, main
+from ganfit.errors import ConfigError, GanfitError
 from ganfit.fitting import FitConfig
 from ganfit.fitting.joint_fit import run_joint_stage
 from ganfit.fitting.params import FitParams
@@ -23,21 +23,45 @@ PHOTO = ROOT / "examples" / "astronaut.png"
 
 
 def test_schedule_in_the_config(tmp_path):
-    assert FitConfig().stages == ("landmarks",)
+    assert FitConfig().stage_names == ("landmarks",)
     cfg_file = tmp_path / "fit.yaml"
-    cfg_file.write_text("stages: [landmarks, joint]\njoint_stage:\n  iterations: 12\n  weights: {pixel: 4, identity: 0}\n"
-                        "  rates: {latent: 0.1}\nidentity: none\ntexture: model\n")
+    cfg_file.write_text("stages:\n  - landmarks\n  - name: joint\n    iterations: 12\n    weights: {pixel: 4, identity: 0}\n"
+                        "    rates: {latent: 0.1}\nidentity: none\ntexture: model\n")
     cfg = FitConfig.from_file(cfg_file)
-    assert cfg.stages == ("landmarks", "joint") and cfg.joint_stage.iterations == 12
-    assert cfg.joint_stage.weights.pixel == 4.0 and cfg.joint_stage.weights.identity == 0.0
-    assert cfg.joint_stage.rates.latent == 0.1 and cfg.identity == "none" and cfg.texture == "model"
+    joint = cfg.stage("joint")
+    assert cfg.stage_names == ("landmarks", "joint") and joint.iterations == 12
+    assert joint.weights.pixel == 4.0 and joint.weights.identity == 0.0
+    assert joint.rates.latent == 0.1 and cfg.identity == "none" and cfg.texture == "model"
     assert FitConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # face.json's config round-trips
     for bad, words in ((dict(stages=("joint",)), "start with landmarks"), (dict(stages=("landmarks", "joint", "joint")), "at most once"),
                        (dict(texture="model"), "add the joint stage"), (dict(texture="blend"), "add the joint stage"), (dict(identity="vgg"), "identity must be")):
         with pytest.raises(ConfigError, match=words):
             FitConfig(**bad)
-    with pytest.raises(ConfigError, match="joint_stage.weights.pixle"):
-        FitConfig.from_dict({"joint_stage": {"weights": {"pixle": 1}}})
+    with pytest.raises(ConfigError, match="stages.joint.weights.pixle"):
+        FitConfig.from_dict({"stages": ["landmarks", {"name": "joint", "weights": {"pixle": 1}}]})
+
+
+def test_command_line_options_reach_each_stages_settings(tmp_path):
+    """--stages keeps a config file's settings of the stages it names; --iterations, --optimizer and
+    --joint-iterations land in their stage's settings; an option for a stage the schedule lacks is refused."""
+    f = tmp_path / "fit.yaml"
+    f.write_text("stages: [landmarks, {name: joint, iterations: 12, weights: {pixel: 4}}]\nidentity: none\n")
+
+    def cfg(*extra):
+        return fit_config(build_parser().parse_args(["fit", "x.jpg", "--config", str(f), *extra]))
+
+    c = cfg("--stages", "landmarks,joint", "--iterations", "9", "--texture", "blend")
+    assert c.stage("joint").iterations == 12 and c.stage("joint").weights.pixel == 4.0 and c.identity == "none"
+    assert c.stage("landmarks").iterations == 9 and c.texture == "blend"
+    c = cfg("--joint-iterations", "30", "--optimizer", "adam", "--iterations", "77")
+    assert c.stage("joint").iterations == 30 and c.stage("joint").warmup_iterations == 10
+    assert c.stage("landmarks").optimizer == "adam" and c.stage("landmarks").adam_iterations == 77
+    assert c.stage("landmarks").iterations == 50
+    assert cfg("--stages", "landmarks").stage_names == ("landmarks",)
+    with pytest.raises(GanfitError, match="add --stages landmarks,joint"):
+        cfg("--stages", "landmarks", "--joint-iterations", "5")
+    with pytest.raises(ConfigError, match="add the joint stage"):
+        cfg("--stages", "landmarks", "--texture", "model")
 
 
 class RecordingStage:

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from ganfit.errors import ConfigError
-from ganfit.fitting import FitConfig, Fitter
+from ganfit.fitting import FitConfig, Fitter, LandmarkStageConfig
 from ganfit.fitting.observations import Observations, build_observations, landmark_convention
 from ganfit.fitting.params import FitParams
 from ganfit.fitting.schedule import build_schedule, default_factories, run_schedule
+from ganfit.fitting.stages import JointStageConfig, JointWeights
 from ganfit.fitting.stages.base import Stage, StageOutcome
 from ganfit.fitting.stages.joint_adapter import JointFitStage
 from ganfit.fitting.stages.landmarks import LandmarksStage
@@ -73,20 +74,26 @@ def test_schedules_built_from_the_config(tiny_model):
     assert set(default_factories()) == {"landmarks", "joint"}
 
 
-def test_stage_mappings_merge_into_their_sections(tmp_path):
+def test_stage_entries_become_typed_settings(tmp_path):
     f = tmp_path / "fit.yaml"
     f.write_text("stages: [{name: landmarks, iterations: 7}, {name: joint, iterations: 30, weights: {pixel: 4}}]\n"
-                 "joint_stage: {iterations: 12, weights: {identity: 0.5}}\nidentity: none\n")
+                 "identity: none\n")
     cfg = FitConfig.from_file(f)
-    assert cfg.stages == ("landmarks", "joint") and cfg.landmark_stage.iterations == 7
-    assert cfg.joint_stage.iterations == 30 and cfg.joint_stage.weights.pixel == 4.0
-    assert cfg.joint_stage.weights.identity == 0.5  # the section's other settings stay
+    assert cfg.stage_names == ("landmarks", "joint") and cfg.stage("landmarks").iterations == 7
+    assert isinstance(cfg.stages[0], LandmarkStageConfig) and isinstance(cfg.stages[1], JointStageConfig)
+    assert cfg.stage("joint").iterations == 30 and cfg.stage("joint").weights.pixel == 4.0
+    assert cfg.stage("joint").weights.identity == JointWeights().identity  # the stage's other settings: defaults
     assert FitConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    assert FitConfig(stages=("landmarks", {"name": "joint"})).stages == ("landmarks", "joint")
+    assert FitConfig(stages=("landmarks", {"name": "joint"})).stages == (LandmarkStageConfig(), JointStageConfig())
+    assert FitConfig(stages="landmarks,joint") == FitConfig(stages=("landmarks", "joint"))
     with pytest.raises(ConfigError, match="stages.joint.iteratons"):
         FitConfig(stages=("landmarks", {"name": "joint", "iteratons": 3}))
     with pytest.raises(ConfigError, match="needs a name"):
         FitConfig(stages=({"iterations": 3},))
+    with pytest.raises(ConfigError, match="moved into the schedule"):
+        FitConfig.from_dict({"joint_stage": {"iterations": 3}})
+    with pytest.raises(ConfigError, match="must be a stage name"):
+        FitConfig(stages=("landmarks", 3))
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -118,7 +125,7 @@ def face_landmarks(tiny_model) -> np.ndarray:
 def test_a_stage_of_ones_own_runs_after_the_landmark_stage(tiny_model, face_landmarks):
     cfg = FitConfig(device="cpu", quiet=True, texture_size=0, stages=("landmarks", "joint"))
     shift = ShiftStage()
-    schedule = build_schedule(cfg, tiny_model, "cpu", factories={"joint": lambda c, m, d: shift})
+    schedule = build_schedule(cfg, tiny_model, "cpu", factories={"joint": lambda c, s, m, d: shift})
     assert schedule[1] is shift
     grey = np.full((512, 512, 3), 0.5, np.float32)
     res = Fitter(cfg, model=tiny_model, schedule=schedule).fit([grey, grey], landmarks=[face_landmarks, face_landmarks])
@@ -167,4 +174,4 @@ def test_the_joint_stage_shares_the_fits_landmark_term(bfm):
     cfg = FitConfig(device="cpu", stages=("landmarks", "joint"), landmark_sigma=0.035, jaw_weight=0.25, identity="none")
     joint = build_schedule(cfg, bfm, "cpu")[1].stage
     assert joint.config.landmark_sigma == 0.035 and joint.config.jaw_weight == 0.25
-    assert joint.config.iterations == cfg.joint_stage.iterations
+    assert joint.config.iterations == cfg.stage("joint").iterations

@@ -132,7 +132,7 @@ def joint_fit(one_thread):
     from ganfit.errors import GanfitError
     from ganfit.fitting.stages.joint import JointStageConfig
 
-    cfg = FitConfig(stages=("landmarks", "joint"), joint_stage=JointStageConfig(iterations=4, warmup_iterations=1),
+    cfg = FitConfig(stages=("landmarks", JointStageConfig(iterations=4, warmup_iterations=1)),
                     texture_size=64, quiet=True)
     fitter = Fitter(cfg)
     try:

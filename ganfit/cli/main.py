@@ -125,42 +125,52 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_fit)
 
 
-def _run_fit(args: argparse.Namespace) -> int:
-    from ..fitting import FitConfig, Fitter
-    from ..fitting.outputs import check_targets, output_layout
+def fit_config(args: argparse.Namespace) -> "FitConfig":
+    """The `FitConfig` of `ganfit fit`'s arguments: the --config file (or the defaults) with each option given
+    on the command line applied; --stages keeps the file's settings of every stage it names.
+
+    Raises:
+        GanfitError / ConfigError: an option out of range or one that needs a stage the schedule lacks.
+    """
+    from ..fitting import FitConfig
 
     cfg = FitConfig.from_file(args.config) if args.config else FitConfig()
     changes: dict = {}
-    for name in ("device", "seed", "model", "model_landmarks", "detector", "face_index", "optimizer", "contour", "texture_size",
+    for name in ("device", "seed", "model", "model_landmarks", "detector", "face_index", "contour", "texture_size",
                  "landmark_convention", "landmark_sigma", "landmark_table", "detector_upsample", "threads",
-                 "identity", "identity_weights", "texture_model", "texture"):
+                 "identity", "identity_weights", "texture_model"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value
-    if args.stages:
-        changes["stages"] = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     if args.quiet:
         changes["quiet"] = True
+    if args.texture is not None:
+        changes["texture"] = args.texture
+    # each stage --stages names keeps a --config file's settings for it
+    cfg = cfg.with_stages(args.stages, **changes) if args.stages else cfg.replace(**changes)
+    if args.optimizer is not None:
+        cfg = cfg.with_stage("landmarks", optimizer=args.optimizer)
     if args.iterations is not None:
         if args.iterations < 1:
             raise GanfitError("--iterations must be at least 1")
-        if (changes.get("optimizer") or cfg.optimizer) == "adam":
-            changes["adam_iterations"] = args.iterations
-        else:
-            from dataclasses import replace
-
-            changes["landmark_stage"] = replace(cfg.landmark_stage, iterations=args.iterations)
+        field = "adam_iterations" if cfg.stage("landmarks").optimizer == "adam" else "iterations"
+        cfg = cfg.with_stage("landmarks", **{field: args.iterations})
     if args.joint_iterations is not None:
         if args.joint_iterations < 0:
             raise GanfitError("--joint-iterations must be >= 0")
-        from dataclasses import replace
-
+        joint = cfg.stage("joint")
+        if joint is None:
+            raise GanfitError("--joint-iterations sets the joint stage's iterations; add --stages landmarks,joint")
         n = args.joint_iterations  # the texture-and-light warm-up keeps its share of a shorter run
-        changes["joint_stage"] = replace(cfg.joint_stage, iterations=n,
-                                         warmup_iterations=min(cfg.joint_stage.warmup_iterations, n // 3))
-    from dataclasses import asdict, is_dataclass
+        cfg = cfg.with_stage("joint", iterations=n, warmup_iterations=min(joint.warmup_iterations, n // 3))
+    return cfg
 
-    cfg = FitConfig.from_dict({**cfg.to_dict(), **{k: (asdict(v) if is_dataclass(v) else v) for k, v in changes.items()}})
+
+def _run_fit(args: argparse.Namespace) -> int:
+    from ..fitting import Fitter
+    from ..fitting.outputs import check_targets, output_layout
+
+    cfg = fit_config(args)
     if args.landmarks and len(args.landmarks) != len(args.images):
         raise GanfitError(f"--landmarks got {len(args.landmarks)} files for {len(args.images)} photos; give one per photo")
     layout = output_layout(args.output, args.images)  # refuses unknown extensions and unsafe names up front

@@ -7,15 +7,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from .._config_file import read_options_file
 from ..errors import ConfigError
 from .stages.joint import JointStageConfig
 
 STAGES = ("landmarks", "joint")
-#: the config section holding each stage's settings
-STAGE_SECTIONS = {"landmarks": "landmark_stage", "joint": "joint_stage"}
 
 
 @dataclass
@@ -37,18 +35,43 @@ class LossWeights:
 
 
 @dataclass
-class StageConfig:
-    """One stage of the schedule.
+class LandmarkStageConfig:
+    """The landmark stage (`ganfit.fitting.stages.LandmarksStage`): shape, expression, pose and focal length
+    from the 68 landmarks. An entry of `FitConfig.stages`.
 
     iterations: the most Levenberg-Marquardt iterations of the full solve (each image stops earlier when
         an accepted step lowers its energy by less than `tolerance`, relative); rigid_iterations: the most
         of the rigid warm-up (pose only) before it.
+    optimizer: "lm" (Levenberg-Marquardt on the landmark residuals: fast and exact for this small
+        least-squares problem) or "adam" (first order; slower, kept for comparison), with `adam_lr` and
+        `adam_iterations`.
+    weights: the multipliers of its energy's terms (`LossWeights`).
     """
 
-    name: str = "landmarks"
+    name: Literal["landmarks"] = "landmarks"
     iterations: int = 50
     rigid_iterations: int = 2
     tolerance: float = 1e-6
+    optimizer: Literal["lm", "adam"] = "lm"
+    adam_lr: float = 0.02
+    adam_iterations: int = 400
+    weights: LossWeights = field(default_factory=LossWeights)
+
+    def __post_init__(self) -> None:
+        if self.name != "landmarks":
+            raise ConfigError(f"a LandmarkStageConfig is named landmarks, got {self.name!r}")
+        if self.iterations < 1 or self.rigid_iterations < 0 or self.adam_iterations < 1:
+            raise ConfigError("the landmark stage's iterations and adam_iterations must be >= 1 (rigid_iterations >= 0)")
+        if not self.tolerance >= 0:
+            raise ConfigError("the landmark stage's tolerance must be >= 0")
+        if not self.adam_lr > 0:
+            raise ConfigError(f"the landmark stage's adam_lr must be > 0, got {self.adam_lr}")
+
+
+#: an entry of `FitConfig.stages`
+StageSettings = Union[LandmarkStageConfig, JointStageConfig]
+#: the settings type of each stage name
+STAGE_TYPES: dict[str, type] = {"landmarks": LandmarkStageConfig, "joint": JointStageConfig}
 
 
 @dataclass
@@ -63,19 +86,18 @@ class FitConfig:
     model_landmarks: a file of the model's 68 landmark vertex indices (.txt, .json or .npy; for FLAME also
         DECA's landmark_embedding.npy), needed by models without iBUG-68 landmarks (BFM 2009/2017, FLAME);
         for the others it replaces the model's own. None: the model's own.
-    stages: the stages to run, in order (`ganfit.fitting.schedule`): "landmarks" (shape, expression, pose and focal length from the 68
-        landmarks; Levenberg-Marquardt, ~0.1 s) then "joint" (GANFit's joint stage: texture latent, SH
-        lighting, colour gain/offset, shape, expression and pose against identity, id-hat, content, pixel
-        and landmark terms; Adam, ~10-12 s per photo on a 2-core CPU, see `JointStageConfig`). The joint
-        stage needs the landmark stage before it. Default ("landmarks",): with the shipped 32 x 32 texture GAN
-        the joint stage lowers its pixel and identity losses (benchmarks/joint.py: pixel -40 %, 1 - cos -50 to
-        -75 % on 7 photos) but moves the shape by nothing measurable and its texture is blurred, while it
-        multiplies the fit time by ~7; it becomes the default when a texture model worth fitting ships
-        (issue 12) and its weights are tuned. An entry may also be a mapping of a name and overrides of that
-        stage's section, `{name: joint, iterations: 30}` (YAML `stages: [landmarks, {name: joint, iterations:
-        30}]`), merged into `joint_stage` (`landmarks` into `landmark_stage`); the config keeps the names.
-    joint_stage: the joint stage's settings (`ganfit.fitting.stages.JointStageConfig`: iterations, weights,
-        learning rates, resolution, ...).
+    stages: the stages to run, in order (`ganfit.fitting.schedule`), each a typed settings object that owns
+        its iterations and weights: `LandmarkStageConfig` ("landmarks": shape, expression, pose and focal length
+        from the 68 landmarks; Levenberg-Marquardt, ~0.1 s) then optionally `JointStageConfig` ("joint": GANFit's
+        joint stage: texture latent, SH lighting, colour gain/offset, shape, expression and pose against
+        identity, id-hat, content, pixel and landmark terms; Adam, ~6-12 s per photo on a 2-core CPU). The
+        joint stage needs the landmark stage before it. An entry may also be given as a stage's name
+        ("joint": its defaults) or a mapping of a name and settings, `{name: joint, iterations: 30}` (YAML
+        `stages: [landmarks, {name: joint, iterations: 30}]`); either becomes the typed object. Default: the
+        landmark stage only. With the shipped 32 x 32 texture GAN the joint stage raises the identity of the
+        render (RESULTS.md "Joint stage: identity, shape and ablation") but moves the shape by nothing
+        measurable and its texture is blurred, while it multiplies the fit time by ~5; it becomes the default
+        when a texture model worth fitting ships (issue 12). `stage(name)` and `stage_names` read the list.
     identity: the joint stage's face-recognition network: "dlib" (offline default, dlib's face-descriptor
         ResNet), "arcface" (an insightface pack or an arcface_torch checkpoint: `identity_weights`, else the
         registered insightface-buffalo-l / antelopev2 asset, else the packs insightface keeps in
@@ -91,8 +113,6 @@ class FitConfig:
         `ganfit.fitting.texture_blend`). "model" and "blend" need the joint stage. "photo" stays the default
         with it: beside the shipped 32 x 32 texture GAN the blend's unseen parts (sides, neck) are that
         GAN's blotchy texture, which looks worse than the symmetry-completed photo.
-    optimizer: "lm" (Levenberg-Marquardt on the landmark residuals: fast and exact for this small
-        least-squares problem) or "adam" (first order; slower, kept for comparison).
     rotation: "axis_angle" or "6d" (Zhou et al. CVPR 2019) parametrisation of the head rotation.
     num_shape / num_expression: how many model components to fit (None = all).
     landmark_convention: which model points the landmarks are. "2d": the jaw line follows the visible
@@ -144,8 +164,7 @@ class FitConfig:
     seed: int = 0
     model: str = "bfm-3ddfa"
     model_landmarks: str | None = None
-    stages: tuple[str, ...] = ("landmarks",)
-    optimizer: Literal["lm", "adam"] = "lm"
+    stages: tuple[StageSettings, ...] = field(default_factory=lambda: (LandmarkStageConfig(),))
     rotation: Literal["axis_angle", "6d"] = "axis_angle"
     num_shape: int | None = None
     num_expression: int | None = None
@@ -162,32 +181,24 @@ class FitConfig:
     face_index: int | None = None
     texture_size: int = 768
     threads: int | None = 1
-    landmark_stage: StageConfig = field(default_factory=StageConfig)
-    joint_stage: JointStageConfig = field(default_factory=JointStageConfig)
     identity: Literal["dlib", "arcface", "none"] = "dlib"
     identity_weights: str | None = None
     texture_model: str = "default"
     texture: Literal["photo", "model", "blend"] = "photo"
-    weights: LossWeights = field(default_factory=LossWeights)
-    adam_lr: float = 0.02
-    adam_iterations: int = 400
     quiet: bool = False
 
     def __post_init__(self) -> None:
-        self.stages = self._stage_names(self.stages)
-        for stage in self.stages:
-            if stage not in STAGES:
-                raise ConfigError(f"unknown stage {stage!r}; available: {', '.join(STAGES)}")
-        if not self.stages:
+        self.stages = tuple(_stage_settings(entry, i) for i, entry in enumerate(_as_sequence(self.stages)))
+        names = self.stage_names
+        if not names:
             raise ConfigError("at least one stage is needed")
-        if self.stages[0] != "landmarks" or len(set(self.stages)) != len(self.stages):
+        if names[0] != "landmarks" or len(set(names)) != len(names):
             raise ConfigError(f"stages must start with landmarks, each at most once (landmarks or landmarks,joint); "
-                              f"got {','.join(self.stages)}")
+                              f"got {','.join(names)}")
         _check_choice("identity", self.identity, ("dlib", "arcface", "none"))
         _check_choice("texture", self.texture, ("photo", "model", "blend"))
-        if self.texture in ("model", "blend") and "joint" not in self.stages:
+        if self.texture in ("model", "blend") and "joint" not in names:
             raise ConfigError("texture model is the joint stage's texture: add the joint stage, or use texture photo")
-        _check_choice("optimizer", self.optimizer, ("lm", "adam"))
         _check_choice("rotation", self.rotation, ("axis_angle", "6d"))
         _check_choice("landmark_convention", self.landmark_convention, ("auto", "2d", "3d"))
         _check_choice("contour", self.contour, ("auto", "dynamic", "static", "off"))
@@ -208,10 +219,6 @@ class FitConfig:
                 raise ConfigError("landmark_weights needs 68 non-negative numbers")
         if self.focal_ratio <= 0 or self.focal_log_sigma < 0:
             raise ConfigError("focal_ratio must be > 0 and focal_log_sigma >= 0")
-        if self.landmark_stage.iterations < 1 or self.landmark_stage.rigid_iterations < 0:
-            raise ConfigError("iterations must be >= 1 (rigid_iterations >= 0)")
-        if not self.landmark_stage.tolerance >= 0:
-            raise ConfigError("landmark_stage.tolerance must be >= 0")
         if self.texture_size < 0 or 0 < self.texture_size < 16 or self.texture_size > 8192:
             raise ConfigError("texture_size must be 0 (no texture) or between 16 and 8192")
         for name in ("num_shape", "num_expression"):
@@ -223,25 +230,27 @@ class FitConfig:
         if isinstance(self.detector_upsample, bool) or not isinstance(self.detector_upsample, int) or not 0 <= self.detector_upsample <= 3:
             raise ConfigError(f"detector_upsample must be 0, 1, 2 or 3 (extra detector passes), got {self.detector_upsample!r}")
 
-    def _stage_names(self, stages: Any) -> tuple[str, ...]:
-        """The stage names of `stages`; an entry may be a mapping with a `name` and overrides of that stage's
-        section ({"name": "joint", "iterations": 30} -> joint_stage.iterations = 30), merged here so the
-        config holds names only and `to_dict` round-trips."""
-        names = []
-        for entry in tuple(stages):
-            if isinstance(entry, dict):
-                overrides = dict(entry)
-                name = overrides.pop("name", None)
-                if name not in STAGES:
-                    raise ConfigError(f"a stage given as a mapping needs a name, one of {', '.join(STAGES)}; got {name!r}")
-                if overrides:
-                    section = STAGE_SECTIONS[name]
-                    current = getattr(self, section)
-                    merged = _deep_merge(dataclasses.asdict(current), overrides)
-                    setattr(self, section, _from_dict(type(current), merged, f"stages.{name}."))
-                entry = name
-            names.append(entry)
-        return tuple(names)
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """The names of `stages`, in order ("landmarks", "joint")."""
+        return tuple(stage.name for stage in self.stages)
+
+    def stage(self, name: str) -> StageSettings | None:
+        """The settings of the stage called `name`, or None when the schedule has no such stage."""
+        return next((stage for stage in self.stages if stage.name == name), None)
+
+    def with_stages(self, names: Any, **changes: Any) -> "FitConfig":
+        """A copy running the stages `names` (a list, or "landmarks,joint") in order, with `changes` to other
+        options: each stage keeps its settings from this config when it has that stage (a `--config` file's
+        joint settings survive `--stages landmarks,joint`), else gets its defaults."""
+        return self.replace(stages=tuple(self.stage(n) or n for n in _as_sequence(names)), **changes)
+
+    def with_stage(self, name: str, **changes: Any) -> "FitConfig":
+        """A copy with `changes` applied to the settings of stage `name` (which the schedule must have)."""
+        current = self.stage(name)
+        if current is None:
+            raise ConfigError(f"the schedule has no {name} stage (stages: {','.join(self.stage_names)})")
+        return self.replace(stages=tuple(dataclasses.replace(s, **changes) if s is current else s for s in self.stages))
 
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict[str, Any]:
@@ -250,6 +259,9 @@ class FitConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FitConfig":
         """Build from a (possibly partial) nested dict; unknown keys are an error naming the key."""
+        for key, where in MOVED_OPTIONS.items():
+            if key in data:
+                raise ConfigError(f"config option '{key}' moved into the schedule: {where}")
         return _from_dict(cls, data, "")
 
     @classmethod
@@ -263,12 +275,43 @@ class FitConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `changes` applied, nested mappings merged key by key."""
-    out = dict(base)
-    for key, value in changes.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+#: options of older configs (before the schedule held typed stages) and where they went
+MOVED_OPTIONS = {
+    "landmark_stage": "stages: [{name: landmarks, iterations: 50, ...}, ...]",
+    "joint_stage": "stages: [landmarks, {name: joint, iterations: 60, weights: {...}, ...}]",
+    "weights": "stages: [{name: landmarks, weights: {shape_prior: 1.0, ...}}, ...]",
+    **{key: f"stages: [{{name: landmarks, {key}: ...}}, ...]" for key in ("optimizer", "adam_lr", "adam_iterations")},
+}
+
+
+def _as_sequence(stages: Any) -> tuple[Any, ...]:
+    """`stages` as a tuple of entries: a comma-separated string ("landmarks,joint") or a sequence."""
+    if isinstance(stages, str):
+        return tuple(s.strip() for s in stages.split(",") if s.strip())
+    if isinstance(stages, (dict, LandmarkStageConfig, JointStageConfig)):
+        return (stages,)
+    try:
+        return tuple(stages)
+    except TypeError:
+        raise ConfigError(f"stages must be a list of stages, got {stages!r}") from None
+
+
+def _stage_settings(entry: Any, index: int) -> StageSettings:
+    """One entry of `FitConfig.stages` as its typed settings: kept if typed, a name's defaults, or a mapping
+    of a name and settings read like any config section (unknown keys are errors naming the key)."""
+    if isinstance(entry, (LandmarkStageConfig, JointStageConfig)):
+        return entry
+    if isinstance(entry, str):
+        if entry not in STAGE_TYPES:
+            raise ConfigError(f"unknown stage {entry!r}; available: {', '.join(STAGES)}")
+        return STAGE_TYPES[entry]()
+    if isinstance(entry, dict):
+        settings = dict(entry)
+        name = settings.get("name")
+        if name not in STAGE_TYPES:
+            raise ConfigError(f"a stage given as a mapping needs a name, one of {', '.join(STAGES)}; got {name!r}")
+        return _from_dict(STAGE_TYPES[name], settings, f"stages.{name}.")
+    raise ConfigError(f"stages[{index}] must be a stage name, a mapping with a name, or stage settings; got {entry!r}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -1,52 +1,54 @@
-"""The schedule of a fit as data: `FitConfig.stages` names the stages, each built once from its section of
-the config (`landmark_stage`, `joint_stage`, ...), and `run_schedule` runs them in order, each from the state
-the one before it left."""
+"""The schedule of a fit as data: `FitConfig.stages` lists the stages' typed settings (`LandmarkStageConfig`,
+`JointStageConfig`), each stage is built once from its settings and the fit-wide options, and `run_schedule`
+runs them in order, each from the state the one before it left."""
 from __future__ import annotations
 
 import dataclasses
 import functools
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from ..model.morphable import MorphableModel
-from .config import FitConfig
+from .config import FitConfig, LandmarkStageConfig
 from .landmark_energy import EnergyWeights
 from .observations import Observations
 from .stages.base import Progress, Stage, StageOutcome
+from .stages.joint import JointStageConfig
 from .stages.joint_adapter import JointFitStage
 from .stages.landmarks import LandmarksStage
 from .state import FitState
 
 __all__ = ["StageFactory", "build_schedule", "default_factories", "joint_stage", "landmarks_stage", "run_schedule"]
 
-#: builds one stage from the config, the face model and the device
-StageFactory = Callable[[FitConfig, MorphableModel, torch.device], Stage]
+#: builds one stage from the fit's config, that stage's own settings (an entry of `config.stages`), the face
+#: model and the device
+StageFactory = Callable[[FitConfig, Any, MorphableModel, torch.device], Stage]
 
 
-def landmarks_stage(config: FitConfig, model: MorphableModel, device: torch.device) -> LandmarksStage:
-    """The landmark stage of `config` (`landmark_stage`, `weights`, the landmark and focal settings)."""
-    cfg, stage = config, config.landmark_stage
-    energy = EnergyWeights(landmark_sigma=cfg.landmark_sigma, w_landmark=cfg.weights.landmark,
-                           w_shape=cfg.weights.shape_prior, w_expr=cfg.weights.expression_prior,
-                           w_focal=cfg.weights.focal_prior, focal_log_sigma=cfg.focal_log_sigma)
+def landmarks_stage(config: FitConfig, stage: LandmarkStageConfig, model: MorphableModel,
+                    device: torch.device) -> LandmarksStage:
+    """The landmark stage of `stage` (iterations, solver, weights) and `config`'s landmark and focal settings."""
+    cfg, w = config, stage.weights
+    energy = EnergyWeights(landmark_sigma=cfg.landmark_sigma, w_landmark=w.landmark, w_shape=w.shape_prior,
+                           w_expr=w.expression_prior, w_focal=w.focal_prior, focal_log_sigma=cfg.focal_log_sigma)
     return LandmarksStage(model, energy=energy, focal_ratio=cfg.focal_ratio, iterations=stage.iterations,
-                          rigid_iterations=stage.rigid_iterations, tolerance=stage.tolerance, optimizer=cfg.optimizer,
-                          adam_lr=cfg.adam_lr, adam_iterations=cfg.adam_iterations, num_shape=cfg.num_shape,
+                          rigid_iterations=stage.rigid_iterations, tolerance=stage.tolerance, optimizer=stage.optimizer,
+                          adam_lr=stage.adam_lr, adam_iterations=stage.adam_iterations, num_shape=cfg.num_shape,
                           num_expression=cfg.num_expression, rotation=cfg.rotation,
                           contour=None if cfg.contour == "auto" else cfg.contour, landmark_table=cfg.landmark_table,
                           device=device)
 
 
-def joint_stage(config: FitConfig, model: MorphableModel, device: torch.device) -> JointFitStage:
-    """The joint stage of `config` (`joint_stage`, `identity`, `identity_weights`, `texture_model`); its
+def joint_stage(config: FitConfig, stage: JointStageConfig, model: MorphableModel,
+                device: torch.device) -> JointFitStage:
+    """The joint stage of `stage` with `config`'s `identity`, `identity_weights` and `texture_model`; its
     collaborators load when a fit first reaches it. Its landmark term is the landmark stage's: the fit's
     `FitConfig.landmark_sigma` (and the observations' landmark weights, from `jaw_weight`)."""
     from .stages.setup import build_joint_stage
 
-    settings = dataclasses.replace(config.joint_stage, landmark_sigma=config.landmark_sigma,
-                                   jaw_weight=config.jaw_weight)
+    settings = dataclasses.replace(stage, landmark_sigma=config.landmark_sigma, jaw_weight=config.jaw_weight)
     return JointFitStage(functools.partial(
         build_joint_stage, model, settings, identity=config.identity,
         identity_weights=config.identity_weights, texture_model=config.texture_model, device=device))
@@ -59,7 +61,7 @@ def default_factories() -> dict[str, StageFactory]:
 
 def build_schedule(config: FitConfig, model: MorphableModel, device: torch.device | str, *,
                    factories: Mapping[str, StageFactory] | None = None) -> list[Stage]:
-    """The stages of `config.stages`, in order.
+    """The stages of `config.stages`, in order, each built from its own settings.
 
     Args:
         config: the fit's configuration.
@@ -71,7 +73,7 @@ def build_schedule(config: FitConfig, model: MorphableModel, device: torch.devic
     """
     table = {**default_factories(), **(factories or {})}
     device = torch.device(device)
-    return [table[name](config, model, device) for name in config.stages]
+    return [table[settings.name](config, settings, model, device) for settings in config.stages]
 
 
 def run_schedule(schedule: Sequence[Stage], observations: Observations, *, generator: torch.Generator,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 
@@ -69,7 +69,7 @@ class JointRates:
 
 @dataclass(frozen=True)
 class JointStageConfig:
-    """The joint stage's settings.
+    """The joint stage's settings (an entry of `FitConfig.stages`, named "joint").
 
     iterations: most Adam iterations; warmup_iterations: the first ones move only latent, lighting, colour.
     resolution: side of the face crop rendered and compared (px); crop_margin: crop side / dlib chip side.
@@ -113,6 +113,7 @@ class JointStageConfig:
     the identity gap (0.077 -> 0.092-0.099) without touching the shape.
     """
 
+    name: Literal["joint"] = "joint"
     iterations: int = 60
     warmup_iterations: int = 20
     resolution: int = 160
@@ -147,6 +148,8 @@ class JointStageConfig:
     def __post_init__(self) -> None:
         from ...errors import ConfigError
 
+        if self.name != "joint":
+            raise ConfigError(f"a JointStageConfig is named joint, got {self.name!r}")
         if self.iterations < 0 or self.warmup_iterations < 0:
             raise ConfigError("joint stage iterations must be >= 0")
         if self.id_hat_every < 1:

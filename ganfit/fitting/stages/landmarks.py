@@ -21,7 +21,7 @@ class LandmarksStage:
     Args:
         model: the face model.
         energy: the energy's weights. focal_ratio: prior focal / longer image side.
-        iterations / rigid_iterations / tolerance: the LM limits (`FitConfig.landmark_stage`).
+        iterations / rigid_iterations / tolerance: the LM limits (`LandmarkStageConfig`).
         optimizer / adam_lr / adam_iterations: "lm" or "adam" and Adam's settings.
         num_shape / num_expression: components fitted (None: all). rotation: "axis_angle" or "6d".
         contour: "dynamic", "static", "off" or None (the convention's own).
