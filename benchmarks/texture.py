@@ -14,7 +14,7 @@ longer than `--slow-s` seconds are measured with one repeat (the table says so).
 each row's ms per call divided by the first row's.
 
 SWD (with ``--model``): the sliced Wasserstein distance on Laplacian pyramids (Karras et al. 2018,
-section 5; ``ganfit.model.texture.swd``) between N samples of the model and N textures of its training
+section 5; ``ganfit.training.swd``) between N samples of the model and N textures of its training
 folder, and N held-out textures; plus training-vs-held-out reals as the floor a perfect model would
 reach (N = min(--swd-images, folder sizes)). Values x 10^3 as in the paper's tables.
 """
@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ganfit.model.texture.pggan import Generator, TexturePGGAN  # noqa: E402
-from ganfit.model.texture.swd import swd  # noqa: E402
-from ganfit.model.texture.train import load_uv_folder  # noqa: E402
+from ganfit.training.swd import swd  # noqa: E402
+from ganfit.training.uv_folder import load_uv_folder  # noqa: E402
 
 
 def time_generator(gen: Generator, batch: int, device: torch.device, mode: str, repeats: int, slow_s: float):

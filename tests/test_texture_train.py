@@ -1,5 +1,5 @@
-"""Tests of texture-GAN training (ganfit.model.texture.train), the sliced Wasserstein distance
-(ganfit.model.texture.swd) and the `ganfit texture train|sample` commands, on tiny synthetic UV sets."""
+"""Tests of texture-GAN training (ganfit.training.texture_gan), the sliced Wasserstein distance
+(ganfit.training.swd) and the `ganfit texture train|sample` commands, on tiny synthetic UV sets."""
 from __future__ import annotations
 
 import argparse
@@ -13,8 +13,9 @@ import torch
 from ganfit.errors import ConfigError, GanfitError
 from ganfit.io.images import save_png
 from ganfit.model.texture.pggan import TexturePGGAN
-from ganfit.model.texture.swd import laplacian_pyramid, swd
-from ganfit.model.texture.train import TrainConfig, _Trainer, load_uv_folder, train
+from ganfit.training.swd import laplacian_pyramid, swd
+from ganfit.training.texture_gan import TextureGANTrainer, TrainConfig, train
+from ganfit.training.uv_folder import load_uv_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -136,7 +137,7 @@ def test_load_uv_folder(tmp_path, blob_data):
 def test_real_batches_are_mirrored_dataset_images(blob_data):
     cfg = TrainConfig(data=str(blob_data), resolution=16, color_jitter=0.0, batch_size=32, **TINY)
     data, _ = load_uv_folder(blob_data, 16)
-    trainer = _Trainer(cfg, data, torch.device("cpu"), LAYOUT)
+    trainer = TextureGANTrainer(cfg, data, torch.device("cpu"), LAYOUT)
     batch = trainer.real_batch(32, level=2, alpha=1.0)
     assert batch.shape == (32, 3, 16, 16) and float(batch.min()) >= -1 and float(batch.max()) <= 1
     ref = data.float() / 127.5 - 1
@@ -181,7 +182,7 @@ def test_short_training_run_learns(tmp_path, blob_data):
     data, _ = load_uv_folder(blob_data, 16)
     reals = data.float() / 255
     z = torch.randn(64, 32, generator=torch.Generator().manual_seed(9))
-    init = _Trainer(cfg, data, torch.device("cpu"), LAYOUT)
+    init = TextureGANTrainer(cfg, data, torch.device("cpu"), LAYOUT)
     before = swd(reals, init.fakes(z, 2, 1.0), descriptors_per_image=32)["mean"]
     model = TexturePGGAN.load(result.model_path, resolution=16, uv_layout=LAYOUT)
     with torch.no_grad():

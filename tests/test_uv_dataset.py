@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from ganfit.errors import GanfitError, ImageError
-from ganfit.fitting.uv_dataset import build_uv_dataset, hash_distance, perceptual_hash
+from ganfit.training.uv_dataset import build_uv_dataset, hash_distance, perceptual_hash
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
 

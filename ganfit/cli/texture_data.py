@@ -62,7 +62,7 @@ def _fraction(text: str) -> float:
 
 def add_data_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add ``build-dataset`` and ``build-pca`` to the ``ganfit texture`` sub-commands."""
-    from ..fitting.uv_dataset import DEFAULT_DUPLICATE_DISTANCE, DEFAULT_MAX_LANDMARK_ERROR, DEFAULT_MIN_VISIBLE
+    from ..training.uv_dataset import DEFAULT_DUPLICATE_DISTANCE, DEFAULT_MAX_LANDMARK_ERROR, DEFAULT_MIN_VISIBLE
 
     p = subparsers.add_parser(
         "build-dataset",
@@ -118,7 +118,7 @@ def add_data_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def run_build_dataset(args: argparse.Namespace) -> int:
     """Handler of ``ganfit texture build-dataset``; returns the exit code (0, or 1 when nothing was written)."""
-    from ..fitting.uv_dataset import build_uv_dataset
+    from ..training.uv_dataset import build_uv_dataset
 
     if not args.max_error > 0:
         raise ConfigError(f"--max-error must be > 0, got {args.max_error}")

@@ -1,5 +1,5 @@
 """``ganfit texture train`` and ``ganfit texture sample``: train the progressive-GAN UV texture model
-and draw textures from it. Thin: parse, call `ganfit.model.texture.train` / `TexturePGGAN`, print.
+and draw textures from it. Thin: parse, call `ganfit.training.texture_gan` / `TexturePGGAN`, print.
 
 Wire into the ``texture`` command group with ``add_train_parser(texture_subparsers)``; each command's
 function (``args.func``) returns an exit code and raises `GanfitError` subclasses for user errors.
@@ -111,7 +111,7 @@ _OPTION_FIELDS = {
 
 
 def _build_config(args: argparse.Namespace):
-    from ..model.texture.train import CHECKPOINT, TrainConfig
+    from ..training.texture_gan import CHECKPOINT, TrainConfig
 
     out = Path(args.out)
     base: dict = {}
@@ -141,7 +141,7 @@ def _build_config(args: argparse.Namespace):
 
 def run_train(args: argparse.Namespace) -> int:
     """``ganfit texture train``."""
-    from ..model.texture.train import train
+    from ..training.texture_gan import train
 
     cfg = _build_config(args)
     result = train(cfg, progress=not args.quiet, resume=args.resume)
@@ -161,7 +161,7 @@ def run_sample(args: argparse.Namespace) -> int:
     from ..io.images import save_png
     from ..model.texture.pggan import TexturePGGAN
     from .._device import resolve_device
-    from ..model.texture.train import make_grid
+    from ..training.grids import make_grid
 
     if args.num < 1:
         raise ConfigError(f"-n must be at least 1, got {args.num}")

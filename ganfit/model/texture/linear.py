@@ -6,7 +6,7 @@ CVPR 2019, compares the two):
 
 Three ways to get one:
 
-- `build_pca(uv_dir)`: PCA of a UV dataset written by `ganfit.fitting.uv_dataset.build_uv_dataset`
+- `build_pca(uv_dir)`: PCA of a UV dataset written by `ganfit.training.uv_dataset.build_uv_dataset`
   (``ganfit texture build-pca``).
 - `LinearTextureModel.from_vertex_model(face_model, resolution)`: a per-vertex colour model that comes
   with a face model (BFM 2009 ``texMU/texPC/texEV``, BFM 2017 ``color``) rasterised into the face
@@ -367,7 +367,7 @@ def build_pca(
     uv_layout: str | None = None,
     name: str | None = None,
 ) -> LinearTextureModel:
-    """PCA texture model of a UV dataset (`ganfit.fitting.uv_dataset.build_uv_dataset` output).
+    """PCA texture model of a UV dataset (`ganfit.training.uv_dataset.build_uv_dataset` output).
 
     Reads the completed UVs listed in ``uv_dir/manifest.json`` (or every ``NAME.png`` beside a
     ``NAME_mask.png`` without a manifest), resized to `resolution` (default: the dataset's), and takes

@@ -44,7 +44,7 @@ a non-square (H, W) such as (256, 512) gives a (4, 8) base block). UV textures i
 Files: `TexturePGGAN.save` writes one ``torch.save`` file holding a dict of tensors (the generator's state)
 plus JSON-able metadata (config, resolution, level and alpha reached, UV layout id, training metadata);
 `TexturePGGAN.load` reads it with ``torch.load(weights_only=True)`` (no pickled code). It also accepts
-a training checkpoint written by `ganfit.model.texture.train` (it takes the smoothed generator from it).
+a training checkpoint written by `ganfit.training.texture_gan` (it takes the smoothed generator from it).
 """
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ __all__ = [
 FORMAT = "ganfit-pggan-generator"
 """The ``format`` entry of files written by `TexturePGGAN.save`."""
 TRAIN_FORMAT = "ganfit-pggan-train"
-"""The ``format`` entry of training checkpoints (`ganfit.model.texture.train`)."""
+"""The ``format`` entry of training checkpoints (`ganfit.training.texture_gan`)."""
 FORMAT_VERSION = 1
 MAX_SIDE = 512
 LRELU_SLOPE = 0.2

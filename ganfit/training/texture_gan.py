@@ -27,7 +27,7 @@ exponential moving average of the generator's weights (paper: "G smoothing"), wi
 dominated by the random initialisation.
 
 Data: every ``*.png`` / ``*.jpg`` of `data` that is not a ``*_mask.png`` (or the items of its
-``manifest.json`` written by `ganfit texture build-dataset`), resized to `resolution` (Lanczos), held in
+``manifest.json`` written by `ganfit texture build-dataset`, see `ganfit.training.uv_folder`), resized to `resolution` (Lanczos), held in
 memory as uint8. Masks are not used: the dataset builder completes every texture (symmetry + Poisson
 fill), and a GAN trained on masked pixels would need a masked discriminator — not implemented.
 Augmentation: horizontal flip (the UV layouts of ganfit's face models are mirror-symmetric about the
@@ -47,265 +47,34 @@ Mixed precision (float16 autocast + GradScaler) is used on CUDA only, when `mixe
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..._atomic import atomic_open, atomic_write_text
-from ..._config_file import read_options_file
-from ..._device import resolve_device
-from ...errors import ConfigError, FitError, ModelFormatError, OutputError
-from .pggan import (
-    TRAIN_FORMAT,
-    Discriminator,
-    Generator,
-    GeneratorConfig,
-    TexturePGGAN,
-    load_checkpoint_file,
-    upsample2x,
-)
+from .._atomic import atomic_write_text
+from .._device import resolve_device
+from ..errors import ConfigError, FitError, ModelFormatError, OutputError
+from ..io.images import save_png
+from ..model.texture.pggan import TRAIN_FORMAT, Discriminator, Generator, TexturePGGAN, upsample2x
+from .checkpoint import Checkpoint, cpu_state_dict, load_checkpoint, save_checkpoint
+from .grids import make_grid
+from .jsonl import append_jsonl, truncate_jsonl
 from .swd import swd as sliced_wasserstein
+from .texture_config import TrainConfig, TrainResult
+from .uv_folder import load_uv_folder, manifest_uv_layout
 
-__all__ = ["TrainConfig", "TrainResult", "train", "load_uv_folder", "make_grid", "save_grid_png"]
+__all__ = ["TrainConfig", "TrainResult", "TextureGANTrainer", "train", "CHECKPOINT", "MODEL"]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
-ARCHITECTURE_FIELDS = ("resolution", "latent_dim", "fmap_base", "fmap_max", "fmap_min", "mbstd_group")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-# --------------------------------------------------------------------------- config
-@dataclass
-class TrainConfig:
-    """Options of `train`.
-
-    data: folder of UV textures (see the module doc). out: run folder (created).
-    resolution: side of the square textures the final level produces (power of two, 8..512).
-    latent_dim, fmap_base, fmap_max, fmap_min, mbstd_group: architecture (see `GeneratorConfig`).
-    batch_size: minibatch size; batch_size_by_resolution: overrides by level side, e.g. {256: 8, 512: 4}.
-    fade_kimg / stable_kimg: thousands of real images shown per fade-in / stabilisation phase.
-    total_kimg: training length in thousands of images (default: the end of the growth schedule).
-    lr, betas, adam_eps: Adam settings of both networks.
-    r1_gamma, r1_interval: R1 weight gamma (penalty gamma/2 * E||grad D(real)||^2) and its lazy interval.
-    ema_kimg, ema_rampup: half-life (kimg) of the generator average; its ramp-up fraction (None: none).
-    mirror, color_jitter: augmentation (horizontal flip with probability 1/2; gain/offset amplitude).
-    seed: seeds initialisation, data order, augmentation and latents.
-    swd_every_kimg: SWD interval (0: never); swd_images: reals held for it (a fixed subset of `data`, or
-        of `swd_data` when given); swd_descriptors: neighbourhoods per image and level.
-    sample_every_kimg, checkpoint_every_kimg: grid-PNG and checkpoint intervals (0: only at the end).
-    sample_grid: the grid's side (sample_grid**2 fixed latents).
-    device: "auto" (CUDA when present), "cpu", "cuda", "cuda:N".
-    mixed_precision: float16 autocast + GradScaler on CUDA (ignored on CPU).
-    uv_layout: UV layout id of the textures (default: the dataset manifest's).
-    name: model name written into the exported file.
-    """
-
-    data: str = ""
-    out: str = "runs/texture"
-    resolution: int = 256
-    latent_dim: int = 512
-    fmap_base: int = 8192
-    fmap_max: int = 512
-    fmap_min: int = 1
-    mbstd_group: int = 4
-    batch_size: int = 16
-    batch_size_by_resolution: dict[int, int] = field(default_factory=lambda: {256: 8, 512: 4})
-    fade_kimg: float = 600.0
-    stable_kimg: float = 600.0
-    total_kimg: float | None = None
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.0, 0.99)
-    adam_eps: float = 1e-8
-    r1_gamma: float = 10.0
-    r1_interval: int = 4
-    ema_kimg: float = 10.0
-    ema_rampup: float | None = 0.05
-    mirror: bool = True
-    color_jitter: float = 0.05
-    seed: int = 0
-    swd_every_kimg: float = 50.0
-    swd_images: int = 256
-    swd_descriptors: int = 128
-    swd_data: str | None = None
-    sample_every_kimg: float = 20.0
-    checkpoint_every_kimg: float = 20.0
-    sample_grid: int = 4
-    device: str = "auto"
-    mixed_precision: bool = True
-    uv_layout: str | None = None
-    name: str = "pggan"
-
-    def __post_init__(self) -> None:
-        self.batch_size_by_resolution = {int(k): int(v) for k, v in dict(self.batch_size_by_resolution or {}).items()}
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        self.generator_config()  # validates the architecture
-        if self.resolution < 8:
-            raise ConfigError(f"resolution must be at least 8 (two levels), got {self.resolution}")
-        sizes = [self.batch_size, *self.batch_size_by_resolution.values()]
-        if min(sizes) < 1:
-            raise ConfigError(f"batch sizes must be at least 1, got {sizes}")
-        for name in ("fade_kimg", "stable_kimg", "swd_every_kimg", "sample_every_kimg", "checkpoint_every_kimg", "ema_kimg"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
-        if self.stable_kimg <= 0 and self.fade_kimg <= 0:
-            raise ConfigError("fade_kimg and stable_kimg cannot both be 0")
-        if self.total_kimg is not None and self.total_kimg <= 0:
-            raise ConfigError(f"total_kimg must be positive, got {self.total_kimg}")
-        if self.r1_interval < 1 or self.r1_gamma < 0:
-            raise ConfigError(f"need r1_interval >= 1 and r1_gamma >= 0, got {self.r1_interval}, {self.r1_gamma}")
-        if not 0 < self.lr < 1:
-            raise ConfigError(f"lr must be in (0, 1), got {self.lr}")
-        if self.sample_grid < 1 or self.swd_images < 2 or self.swd_descriptors < 1:
-            raise ConfigError("sample_grid must be >= 1, swd_images >= 2 and swd_descriptors >= 1")
-
-    # ------------------------------------------------------------------ derived
-    def generator_config(self) -> GeneratorConfig:
-        return GeneratorConfig(self.latent_dim, (self.resolution, self.resolution), self.fmap_base, self.fmap_max,
-                               self.fmap_min, self.mbstd_group)
-
-    def batch_at(self, side: int) -> int:
-        """Minibatch size for a level of side `side`."""
-        return self.batch_size_by_resolution.get(int(side), self.batch_size)
-
-    def _images(self, kimg: float) -> int:
-        return int(round(kimg * 1000))
-
-    @property
-    def schedule_images(self) -> int:
-        """Images until the last level is faded in and stabilised."""
-        levels = self.generator_config().max_level
-        return self._images(self.stable_kimg) + levels * (self._images(self.fade_kimg) + self._images(self.stable_kimg))
-
-    @property
-    def total_images(self) -> int:
-        return self._images(self.total_kimg) if self.total_kimg is not None else self.schedule_images
-
-    def phase(self, images_seen: int) -> tuple[int, float]:
-        """(level, alpha) after `images_seen` real images (see the module doc)."""
-        fade, stable = self._images(self.fade_kimg), self._images(self.stable_kimg)
-        t = int(images_seen)
-        if t < stable:
-            return 0, 1.0
-        t -= stable
-        for level in range(1, self.generator_config().max_level + 1):
-            if t < fade:
-                return level, t / fade
-            t -= fade
-            if t < stable:
-                return level, 1.0
-            t -= stable
-        return self.generator_config().max_level, 1.0
-
-    # ------------------------------------------------------------------ files
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        d["batch_size_by_resolution"] = {str(k): v for k, v in self.batch_size_by_resolution.items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown training options {sorted(unknown)}; known: {', '.join(sorted(cls.__dataclass_fields__))}")
-        d = dict(d)
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
-        return cls(**d)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "TrainConfig":
-        """Read a JSON or YAML file of options."""
-        data = read_options_file(path, "training config")
-        return cls.from_dict(data)
-
-
-@dataclass
-class TrainResult:
-    """What `train` returns: where things went and how the run ended."""
-
-    out: Path
-    model_path: Path
-    step: int
-    images_seen: int
-    level: int
-    alpha: float
-    swd_history: list[dict]
-    seconds: float
-
-
-# --------------------------------------------------------------------------- data
-def _read_manifest(folder: Path) -> dict:
-    path = folder / "manifest.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: unreadable manifest ({exc})") from exc
-    return data if isinstance(data, dict) else {}
-
-
-def _uv_files(folder: Path, manifest: dict) -> list[Path]:
-    files: list[Path] = []
-    if manifest.get("items"):
-        for item in manifest["items"]:
-            rel = (item.get("outputs") or {}).get("uv") if isinstance(item, dict) else None
-            if rel and (folder / rel).is_file():
-                files.append(folder / rel)
-            elif rel:
-                log.warning("%s: listed in the manifest but missing; skipped", folder / rel)
-        return files
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith("_mask") and p.is_file())
-
-
-def manifest_uv_layout(folder: str | Path) -> str | None:
-    """The UV layout id a dataset's manifest names (``face_model.uv_layout`` or ``uv_layout``), or None."""
-    m = _read_manifest(Path(folder))
-    return (m.get("face_model") or {}).get("uv_layout") or m.get("uv_layout")
-
-
-def load_uv_folder(folder: str | Path, resolution: int, limit: int | None = None) -> tuple[torch.Tensor, list[Path]]:
-    """Read a folder of square UV textures into a (N, 3, R, R) uint8 tensor (Lanczos resize to `resolution`).
-
-    Raises ConfigError for a missing or empty folder, unreadable or non-square images.
-    """
-    from PIL import Image
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ConfigError(f"UV texture folder not found: {folder}")
-    files = _uv_files(folder, _read_manifest(folder))
-    if limit is not None:
-        files = files[:limit]
-    if not files:
-        raise ConfigError(f"{folder}: no UV textures (*.png, *.jpg; *_mask.png are skipped); "
-                          "build a dataset with `ganfit texture build-dataset`")
-    out = torch.empty((len(files), 3, resolution, resolution), dtype=torch.uint8)
-    for i, path in enumerate(files):
-        try:
-            with Image.open(path) as im:
-                if im.width != im.height:
-                    raise ConfigError(f"{path}: UV textures must be square, got {im.width}x{im.height}")
-                im = im.convert("RGB")
-                if im.width != resolution:
-                    im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
-                out[i] = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read UV texture {path}: {exc}") from exc
-    return out, files
 
 
 def _to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
@@ -318,36 +87,8 @@ def _downsample_to(x: torch.Tensor, side: int) -> torch.Tensor:
     return F.avg_pool2d(x, f) if f > 1 else x
 
 
-def make_grid(images: torch.Tensor, columns: int | None = None, min_tile: int = 64) -> np.ndarray:
-    """(N, 3, H, W) in [0, 1] -> (rows*H', columns*W', 3) float array; tiles upscaled (nearest) to at
-    least `min_tile` px, 1 px black gaps."""
-    n = images.shape[0]
-    columns = columns or int(math.ceil(math.sqrt(n)))
-    rows = int(math.ceil(n / columns))
-    f = max(1, int(math.ceil(min_tile / images.shape[-1])))
-    imgs = images.detach().float().cpu().clamp(0, 1)
-    if f > 1:
-        imgs = F.interpolate(imgs, scale_factor=f, mode="nearest")
-    h, w = imgs.shape[-2:]
-    grid = torch.zeros(3, rows * (h + 1) - 1, columns * (w + 1) - 1)
-    for i in range(n):
-        r, c = divmod(i, columns)
-        grid[:, r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = imgs[i]
-    return grid.permute(1, 2, 0).numpy()
-
-
-def save_grid_png(path: str | Path, grid: np.ndarray) -> None:
-    """Write an (H, W, 3) float [0, 1] image as an 8-bit PNG atomically. (`ganfit.io.images.save_png`
-    does the same, but `ganfit.model` must not import `ganfit.io`.)"""
-    from PIL import Image
-
-    data = np.clip(np.asarray(grid, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    with atomic_open(path, "wb") as fh:
-        Image.fromarray(np.ascontiguousarray(data)).save(fh, format="PNG")
-
-
 # --------------------------------------------------------------------------- training state
-class _Trainer:
+class TextureGANTrainer:
     """The mutable state of a run and one training step. Everything random comes from `self.rng`
     (a CPU generator saved in the checkpoint), so a resumed run repeats the uninterrupted one."""
 
@@ -485,7 +226,7 @@ class _Trainer:
 
     def export(self, level: int, alpha: float) -> TexturePGGAN:
         meta = {
-            "trainer": "ganfit.model.texture.train", "loss": "non-saturating logistic + lazy R1",
+            "trainer": "ganfit.training.texture_gan", "loss": "non-saturating logistic + lazy R1",
             "step": self.step, "images_seen": self.images_seen, "dataset": self.cfg.data,
             "dataset_size": int(len(self.data)), "config": self.cfg.to_dict(),
             "swd": self.swd_history[-1] if self.swd_history else None,
@@ -493,46 +234,44 @@ class _Trainer:
         return TexturePGGAN(self.G_ema, self.uv_layout, level=level, alpha=alpha, name=self.cfg.name, meta=meta)
 
     # ------------------------------------------------------------------ checkpoints
-    def state(self) -> dict:
+    def save(self, path: str | Path) -> None:
+        """Write the whole run state to `path` atomically (`ganfit.training.checkpoint`)."""
         level, alpha = self.cfg.phase(self.images_seen)
-        return {
-            "format": TRAIN_FORMAT, "version": 1, "config": self.cfg.to_dict(), "uv_layout": self.uv_layout,
-            "G": _cpu_state(self.G), "D": _cpu_state(self.D),
+        state = {
+            "uv_layout": self.uv_layout,
+            "G": cpu_state_dict(self.G), "D": cpu_state_dict(self.D),
             "export": self.export(level, alpha).to_file_dict(),
             "opt_G": self.opt_g.state_dict(), "opt_D": self.opt_d.state_dict(),
             "scaler_G": self.scaler_g.state_dict(), "scaler_D": self.scaler_d.state_dict(),
-            "rng": {
-                "train": self.rng.get_state(), "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
             "data_order": {"perm": self.perm.clone(), "pos": self.pos},
-            "step": self.step, "images_seen": self.images_seen, "level": level, "alpha": alpha,
+            "images_seen": self.images_seen, "level": level, "alpha": alpha,
             "swd_history": list(self.swd_history),
         }
+        save_checkpoint(path, TRAIN_FORMAT, step=self.step, state=state, config=self.cfg.to_dict(),
+                        generators={"train": self.rng})
 
-    def load_state(self, ck: dict, source: str) -> None:
+    def restore(self, ck: Checkpoint) -> None:
+        """Continue from a checkpoint written by `save` (networks, optimisers, RNGs, data order, counters)."""
+        st = ck.state
         try:
-            self.G.load_state_dict(ck["G"])
-            self.D.load_state_dict(ck["D"])
-            self.G_ema.load_state_dict(ck["export"]["state"])
-            self.opt_g.load_state_dict(ck["opt_G"])
-            self.opt_d.load_state_dict(ck["opt_D"])
-            if self.amp and ck.get("scaler_G"):
-                self.scaler_g.load_state_dict(ck["scaler_G"])
-                self.scaler_d.load_state_dict(ck["scaler_D"])
-            self.rng.set_state(ck["rng"]["train"])
-            torch.set_rng_state(ck["rng"]["torch"])
-            if ck["rng"].get("cuda") and torch.cuda.is_available() and len(ck["rng"]["cuda"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
-            self.perm = ck["data_order"]["perm"].clone()
-            self.pos = int(ck["data_order"]["pos"])
-            self.step = int(ck["step"])
-            self.images_seen = int(ck["images_seen"])
-            self.swd_history = list(ck.get("swd_history", []))
+            self.G.load_state_dict(st["G"])
+            self.D.load_state_dict(st["D"])
+            self.G_ema.load_state_dict(st["export"]["state"])
+            self.opt_g.load_state_dict(st["opt_G"])
+            self.opt_d.load_state_dict(st["opt_D"])
+            if self.amp and st.get("scaler_G"):
+                self.scaler_g.load_state_dict(st["scaler_G"])
+                self.scaler_d.load_state_dict(st["scaler_D"])
+            self.perm = st["data_order"]["perm"].clone()
+            self.pos = int(st["data_order"]["pos"])
+            self.images_seen = int(st["images_seen"])
+            self.swd_history = list(st.get("swd_history", []))
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise ModelFormatError(f"{source}: incomplete or mismatched training checkpoint ({type(exc).__name__}: {exc})") from exc
+            raise ModelFormatError(f"{ck.path}: incomplete or mismatched training checkpoint ({type(exc).__name__}: {exc})") from exc
+        ck.restore_rng({"train": self.rng})
+        self.step = ck.step
         if len(self.perm) != len(self.data):
-            raise ConfigError(f"{source}: the checkpoint was trained on {len(self.perm)} textures but the data folder now "
+            raise ConfigError(f"{ck.path}: the checkpoint was trained on {len(self.perm)} textures but the data folder now "
                               f"holds {len(self.data)}; resume with the same data or start a new run")
 
 
@@ -551,51 +290,11 @@ class _fork_rng:
         torch.set_rng_state(self.state)
 
 
-def _cpu_state(module: torch.nn.Module) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-
-# --------------------------------------------------------------------------- logs
-def _append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, sort_keys=True) + "\n")
-
-
-def _truncate_jsonl(path: Path, last_step: int) -> None:
-    """Drop lines of `path` whose step is after `last_step` (written after the checkpoint we resume)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if int(json.loads(line).get("step", 0)) <= last_step:
-                keep.append(line)
-        except (ValueError, AttributeError):
-            continue
-    atomic_write_text(path, "".join(k + "\n" for k in keep))
-
-
 def _crossed(before: int, after: int, every_images: int) -> bool:
     return every_images > 0 and before // every_images != after // every_images
 
 
 # --------------------------------------------------------------------------- the loop
-def _check_resume_config(cfg: TrainConfig, stored: dict, source: Path) -> None:
-    for name in ARCHITECTURE_FIELDS:
-        if name in stored and stored[name] != getattr(cfg, name):
-            raise ConfigError(
-                f"{source}: the run was started with {name}={stored[name]}, now {name}={getattr(cfg, name)}; "
-                "resume with the same architecture or use another --out"
-            )
-    harmless = {"out", "total_kimg", "swd_every_kimg", "swd_images", "swd_descriptors", "swd_data",
-                "sample_every_kimg", "checkpoint_every_kimg", "sample_grid", "name"}  # do not change the weights
-    changed = sorted(k for k, v in cfg.to_dict().items()
-                     if k in stored and stored[k] != v and k not in ARCHITECTURE_FIELDS and k not in harmless)
-    if changed:
-        log.warning("resuming %s with changed options %s (the run will not repeat an uninterrupted one exactly)",
-                    source, ", ".join(changed))
-
-
 def train(
     config: TrainConfig,
     progress: bool = True,
@@ -626,10 +325,8 @@ def train(
         if not resume:
             raise ConfigError(f"{out} already holds a training run ({CHECKPOINT}); pass --resume to continue it or "
                               "choose another --out")
-        ck = load_checkpoint_file(ck_path)
-        if ck.get("format") != TRAIN_FORMAT:
-            raise ModelFormatError(f"{ck_path} is not a training checkpoint")
-        _check_resume_config(cfg, ck.get("config", {}), ck_path)
+        ck = load_checkpoint(ck_path, TRAIN_FORMAT)
+        cfg.check_resume(ck.config, ck_path)
     elif resume:
         log.info("no checkpoint in %s; starting a new run", out)
     device = resolve_device(cfg.device)
@@ -650,13 +347,13 @@ def train(
     except OSError as exc:
         raise OutputError(f"cannot create {out}: {exc.strerror or exc}") from exc
 
-    trainer = _Trainer(cfg, data, device, layout)
+    trainer = TextureGANTrainer(cfg, data, device, layout)
     if ck is not None:
-        trainer.load_state(ck, str(ck_path))
-        if ck.get("uv_layout") != layout:
-            raise ConfigError(f"{ck_path}: the run was trained for UV layout {ck.get('uv_layout')}, the data is {layout}")
-        _truncate_jsonl(out / "log.jsonl", trainer.step)
-        _truncate_jsonl(out / "swd.jsonl", trainer.step)
+        trainer.restore(ck)
+        if ck.state.get("uv_layout") != layout:
+            raise ConfigError(f"{ck_path}: the run was trained for UV layout {ck.state.get('uv_layout')}, the data is {layout}")
+        truncate_jsonl(out / "log.jsonl", trainer.step)
+        truncate_jsonl(out / "swd.jsonl", trainer.step)
         log.info("resuming %s at step %d (%d images seen)", out, trainer.step, trainer.images_seen)
     atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=1, sort_keys=True) + "\n")
 
@@ -680,25 +377,21 @@ def train(
         record = {"step": trainer.step, "images_seen": trainer.images_seen, "kimg": trainer.images_seen / 1000,
                   "level": level, "alpha": alpha, "resolution": side, "swd": values}
         trainer.swd_history.append(record)
-        _append_jsonl(out / "swd.jsonl", record)
+        append_jsonl(out / "swd.jsonl", record)
         return record
 
     def write_samples() -> None:
         level, alpha = cfg.phase(trainer.images_seen)
-        save_grid_png(out / "samples" / f"fakes_{trainer.step:07d}.png", make_grid(trainer.fakes(trainer.grid_latents, level, alpha)))
-
-    def checkpoint() -> None:
-        with atomic_open(ck_path, "wb") as fh:
-            torch.save(trainer.state(), fh)
+        save_png(out / "samples" / f"fakes_{trainer.step:07d}.png", make_grid(trainer.fakes(trainer.grid_latents, level, alpha)))
 
     if ck is None:
-        save_grid_png(out / "samples" / "reals.png", make_grid(_to_unit(data[: cfg.sample_grid**2])))
+        save_png(out / "samples" / "reals.png", make_grid(_to_unit(data[: cfg.sample_grid**2])))
         write_samples()
         if cfg.swd_every_kimg > 0:
             measure_swd()
 
     total = cfg.total_images
-    every = {k: cfg._images(getattr(cfg, f"{k}_every_kimg")) for k in ("swd", "sample", "checkpoint")}
+    every = {k: cfg.images_of(getattr(cfg, f"{k}_every_kimg")) for k in ("swd", "sample", "checkpoint")}
     bar = tqdm(total=total, initial=min(trainer.images_seen, total), unit="img", unit_scale=True,
                disable=not progress, desc=f"texture GAN {cfg.resolution}px", dynamic_ncols=True)
     sums: dict[str, float] = {}
@@ -727,13 +420,13 @@ def train(
             if _crossed(before, after, every["swd"]) or (last and cfg.swd_every_kimg > 0):
                 measure_swd()
             if _crossed(before, after, every["checkpoint"]) or _crossed(before, after, every["sample"]) or last:
-                _append_jsonl(out / "log.jsonl", {"step": trainer.step, "images_seen": after, "kimg": after / 1000,
+                append_jsonl(out / "log.jsonl", {"step": trainer.step, "images_seen": after, "kimg": after / 1000,
                                                   "level": stats["level"], "alpha": stats["alpha"],
                                                   **{k: v / count for k, v in sums.items()},
                                                   "seconds": round(time.perf_counter() - t0, 3)})
                 sums, count = {}, 0
             if _crossed(before, after, every["checkpoint"]) or last:
-                checkpoint()
+                trainer.save(ck_path)
             if callback is not None:
                 callback(stats)
     finally:

@@ -247,8 +247,8 @@ def build_uv_dataset(
     from ..io.images import load_image, save_png
     from ..model.texture.base import model_uv_layout_id
     from ..perception.detect import select_face
-    from .config import FitConfig
-    from .fitter import Fitter
+    from ..fitting.config import FitConfig
+    from ..fitting.fitter import Fitter
 
     t_start = time.perf_counter()
     photos_dir, out_dir = Path(photos_dir), Path(out_dir)
