@@ -134,35 +134,64 @@ def pose(x: torch.Tensor, pts: torch.Tensor, lay: Layout, p: LandmarkProblem, de
     return Posed(shape, expr, rot, focal, pts, cam, project_points(cam, focal, p.principal))
 
 
-def _prior_residuals(x, posed: Posed, lay: Layout, p: LandmarkProblem) -> list[torch.Tensor]:
-    e = p.energy
-    parts = []
+#: the named terms of the landmark stage's energy (and its history), in residual order
+ENERGY_TERMS = ("landmark", "shape_prior", "expression_prior", "focal_prior")
+
+
+@dataclass(frozen=True)
+class PriorTerm:
+    """One Gaussian prior of the energy: 0.5 ||scale * x[index]||^2 under `name` (a key of `ENERGY_TERMS`, the
+    same name and formula as the joint stage's term, `losses.gaussian_prior`, times its weight)."""
+
+    name: str
+    index: slice
+    scale: float
+
+    @property
+    def size(self) -> int:
+        return self.index.stop - self.index.start
+
+
+def prior_terms(lay: Layout, e: EnergyWeights) -> list[PriorTerm]:
+    """The priors of the energy, in residual order; the one place their weights are written: shape and
+    expression 0.5 w ||c||^2 in std units (GANFit eq. 6), focal 0.5 w ((log f - log f0) / sigma_f)^2. The
+    residuals, their Jacobian, the normal equations and the history's named terms all read them from here."""
+    out = []
     if lay.ks:
-        parts.append(math.sqrt(e.w_shape) * posed.shape)
+        out.append(PriorTerm("shape_prior", lay.shape, math.sqrt(e.w_shape)))
     if lay.ke:
-        parts.append(math.sqrt(e.w_expr) * posed.expr)
+        out.append(PriorTerm("expression_prior", lay.expr, math.sqrt(e.w_expr)))
     if e.focal_log_sigma > 0:
-        parts.append(math.sqrt(e.w_focal) / e.focal_log_sigma * x[:, lay.focal : lay.focal + 1])
-    return parts
+        out.append(PriorTerm("focal_prior", slice(lay.focal, lay.focal + 1), math.sqrt(e.w_focal) / e.focal_log_sigma))
+    return out
+
+
+def _prior_residuals(x, lay: Layout, p: LandmarkProblem) -> list[torch.Tensor]:
+    return [t.scale * x[:, t.index] for t in prior_terms(lay, p.energy)]
 
 
 def residual_vector(x: torch.Tensor, posed: Posed, lay: Layout, p: LandmarkProblem) -> torch.Tensor:
     """(B, R) residuals [landmarks (2N), shape (Ks), expression (Ke), focal (0 or 1)], E = 0.5 ||r||^2."""
     r_lm = landmark_residuals(posed.proj, p.targets, p.weights, _landmark_scale(p))
-    return torch.cat([r_lm, *_prior_residuals(x, posed, lay, p)], dim=-1)
+    return torch.cat([r_lm, *_prior_residuals(x, lay, p)], dim=-1)
 
 
 def terms_from_residuals(r: torch.Tensor, posed: Posed, lay: Layout, p: LandmarkProblem) -> dict[str, torch.Tensor]:
     """Named (B,) terms for the history from a residual vector of `residual_vector`: landmark,
     shape_prior, expression_prior, focal_prior, total, and reprojection_px (mean landmark distance in
     pixels, unweighted; not part of the energy)."""
-    n2 = p.targets.shape[1] * 2
-    bounds = (0, n2, n2 + lay.ks, n2 + lay.ks + lay.ke, r.shape[1])
-    group = torch.zeros(r.shape[1], 4, dtype=r.dtype, device=r.device)  # residual -> term indicator
-    for k in range(4):
-        group[bounds[k] : bounds[k + 1], k] = 0.5
-    terms = (r * r) @ group  # (B, 4)
-    out = dict(zip(("landmark", "shape_prior", "expression_prior", "focal_prior"), terms.unbind(-1)))
+    priors = prior_terms(lay, p.energy)
+    names = ["landmark"] + [t.name for t in priors]
+    sizes = [p.targets.shape[1] * 2] + [t.size for t in priors]
+    group = torch.zeros(r.shape[1], len(names), dtype=r.dtype, device=r.device)  # residual -> term indicator
+    start = 0
+    for k, size in enumerate(sizes):
+        group[start : start + size, k] = 0.5
+        start += size
+    terms = (r * r) @ group  # (B, terms)
+    zero = r.new_zeros(r.shape[0])
+    found = dict(zip(names, terms.unbind(-1)))
+    out = {name: found.get(name, zero) for name in ENERGY_TERMS}
     out["total"] = terms.sum(-1)
     out["reprojection_px"] = reprojection_error(posed.proj, p.targets)
     return out
@@ -229,10 +258,8 @@ def _left_jacobian(v: torch.Tensor) -> torch.Tensor:
 def prior_scales(lay: Layout, e: EnergyWeights, dtype, device) -> torch.Tensor:
     """(P,) d with prior residuals d * x (0 for the pose unknowns, which have no prior)."""
     d = torch.zeros(lay.size, dtype=dtype, device=device)
-    d[lay.shape] = math.sqrt(e.w_shape)
-    d[lay.expr] = math.sqrt(e.w_expr)
-    if e.focal_log_sigma > 0:
-        d[lay.focal] = math.sqrt(e.w_focal) / e.focal_log_sigma
+    for t in prior_terms(lay, e):
+        d[t.index] = t.scale
     return d
 
 
@@ -260,20 +287,14 @@ def jacobian_from(x: torch.Tensor, posed: Posed, sb: torch.Tensor, eb: torch.Ten
         r (B, R) as `residual_vector`, J (B, R, P).
     """
     r_lm, j_lm = landmark_jacobian(x, posed, torch.cat([sb, eb], dim=-1), lay, p)
-    r = torch.cat([r_lm, *_prior_residuals(x, posed, lay, p)], -1)
+    r = torch.cat([r_lm, *_prior_residuals(x, lay, p)], -1)
     return r, torch.cat([j_lm, prior_jacobian(lay, p.energy, x.dtype, x.device).expand(x.shape[0], -1, -1)], 1)
 
 
 def prior_jacobian(lay: Layout, e: EnergyWeights, dtype, device) -> torch.Tensor:
     """(R_prior, P) constant Jacobian of the prior residuals (shape, expression, focal)."""
     eye = torch.eye(lay.size, dtype=dtype, device=device)
-    rows = []
-    if lay.ks:
-        rows.append(math.sqrt(e.w_shape) * eye[lay.shape])
-    if lay.ke:
-        rows.append(math.sqrt(e.w_expr) * eye[lay.expr])
-    if e.focal_log_sigma > 0:
-        rows.append(math.sqrt(e.w_focal) / e.focal_log_sigma * eye[lay.focal : lay.focal + 1])
+    rows = [t.scale * eye[t.index] for t in prior_terms(lay, e)]
     return torch.cat(rows, 0) if rows else eye[:0]
 
 

@@ -27,7 +27,7 @@ from ..model.morphable import MorphableModel
 from ..render.camera import matrix_to_axis_angle, matrix_to_rotation_6d, project_points
 from .contour import build_contour_candidates, select_contour
 from .landmark_energy import (
-    EnergyWeights, LandmarkProblem, Layout, Posed, decode, jacobian_from, normal_equations, prior_scales,
+    ENERGY_TERMS, EnergyWeights, LandmarkProblem, Layout, Posed, decode, jacobian_from, normal_equations, prior_scales,
     residual_vector, terms_from_residuals,
     weak_perspective_pose,
 )
@@ -317,7 +317,7 @@ class _LMProblem:
         return normal_equations(x, posed, self.stage.basis.coefficient_basis(ids), self.stage.layout, p, free, self.scales)
 
 
-TERMS = ("landmark", "shape_prior", "expression_prior", "focal_prior", "total", "reprojection_px")
+TERMS = (*ENERGY_TERMS, "total", "reprojection_px")
 
 
 def _stacked_terms(r, posed, lay, p) -> torch.Tensor:

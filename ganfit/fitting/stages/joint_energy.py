@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from ...render.camera import matrix_to_axis_angle, project_points, rotation_matrix, transform_points
-from ..losses import content_loss, face_size, identity_loss, landmark_loss, reprojection_error
+from ..losses import content_loss, face_size, gaussian_prior, identity_loss, landmark_loss, reprojection_error
 from ..params import FitParams
 from .joint_terms import (CAVITY_COLOUR, FaceCrop, colour_prior, composite, crop_images, face_crop, fill_holes,
                           lighting_prior, random_lighting, random_pose, robust_pixel_loss)
@@ -218,8 +218,8 @@ class JointEnergy:
             out["identity_hat"] = self.identity_hat(v, t, generator, texture)
         proj = self.landmarks(v, t, vertices)
         out["landmark"] = landmark_loss(proj, t.landmarks, t.weights, t.scale)
-        out["shape_prior"] = 0.5 * v.shape.pow(2).sum(-1)
-        out["expression_prior"] = 0.5 * v.expression.pow(2).sum(-1)
+        out["shape_prior"] = gaussian_prior(v.shape)  # the landmark stage's terms of the same names
+        out["expression_prior"] = gaussian_prior(v.expression)
         out["lighting_prior"] = (lighting_prior(v.lighting, t.reference_light, self.lighting_sigma)
                                  + colour_prior(v.gain, v.offset, self.gain_sigma, self.offset_sigma))
         out["latent_prior"] = self.texture_model.latent_prior(v.latent)
