@@ -84,6 +84,14 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    "by symmetry), model (the joint stage's fitted texture, without lighting) or blend (the photo's "
                    "colours divided by the fitted shading where seen, blended into the model texture elsewhere); "
                    "model and blend need --stages landmarks,joint")
+    p.add_argument("--same-person", action="store_true",
+                   help="the photos all show one person: they share one identity (shape) while each keeps its "
+                   "expression, pose and camera; also writes that person's neutral face as identity.obj (with "
+                   "identity_texture.png blended from every photo that sees each texel and identity.json) beside "
+                   "the photos' meshes. Landmark stage only for now")
+    p.add_argument("--same-person-mode", choices=["shared", "average"], default=None,
+                   help="with --same-person: shared (default: one shape fitted to all photos together) or average "
+                   "(GANFit's: the mean of the photos' own shapes, then each photo refitted with it fixed)")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file with FitConfig options; command-line options override it")
     p.add_argument("--landmarks", nargs="+", metavar="FILE",
                    help="68-point landmark files (.pts, .json, .npy, .txt), one per photo, instead of detecting")
@@ -146,6 +154,10 @@ def fit_config(args: argparse.Namespace) -> "FitConfig":
         changes["quiet"] = True
     if args.texture is not None:
         changes["texture"] = args.texture
+    if args.same_person_mode is not None:
+        if not args.same_person:
+            raise GanfitError("--same-person-mode says how photos of one person share their identity; add --same-person")
+        changes["same_person"] = args.same_person_mode
     # each stage --stages names keeps a --config file's settings for it
     cfg = cfg.with_stages(args.stages, **changes) if args.stages else cfg.replace(**changes)
     if args.optimizer is not None:
@@ -177,7 +189,8 @@ def _run_fit(args: argparse.Namespace) -> int:
     check_targets(layout)  # and that the folder can be written
 
     try:
-        result = Fitter(cfg).fit(args.images, landmarks=args.landmarks, on_error="skip")
+        subjects = [0] * len(args.images) if args.same_person else None
+        result = Fitter(cfg).fit(args.images, landmarks=args.landmarks, on_error="skip", subjects=subjects)
     except NothingFittedError as exc:
         for failure in exc.failures:
             _print_error(failure.error)

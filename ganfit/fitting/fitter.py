@@ -21,6 +21,7 @@ from ..render.camera import PinholeCamera
 from .appearance import FaceAppearance
 from .checks import focal_warnings, landmark_fit_warnings, pose_warnings
 from .config import FitConfig
+from .identity import identity_meshes
 from .observations import Observations, build_observations
 from .result import FitFailure, FitResult
 from .schedule import build_schedule, run_schedule
@@ -89,7 +90,7 @@ class Fitter:
     # ------------------------------------------------------------------ public
     @_on_config_threads
     def fit(self, images: Sequence[Any] | Any, landmarks: Sequence[Any] | Any | None = None, *,
-            on_error: str = "raise") -> FitResult:
+            on_error: str = "raise", subjects: Sequence[Any] | None = None) -> FitResult:
         """Fit every image (a path or an HxWx3 array, or a list of them) as one batch.
 
         Args:
@@ -99,6 +100,9 @@ class Fitter:
             on_error: what an input that cannot be fitted (unreadable, no face, bad landmark file) does:
                 "raise" (default) raises its error; "skip" records it in `FitResult.failures` and fits the
                 others (the CLI's behaviour). Errors of the configuration or the model always raise.
+            subjects: per image a label of the person it shows (any hashable: a name, a number); images with
+                one label share one identity (`FitConfig.same_person`: "shared" or "average"), their
+                expression, pose and camera stay their own. None: every image its own person.
         Returns:
             `FitResult` of the inputs that could be fitted (`input_index` says which).
         Raises:
@@ -114,6 +118,10 @@ class Fitter:
         if not items:
             raise ConfigError("no images given")
         lm_specs = self._landmark_specs(landmarks, len(items))
+        labels = self._subject_labels(subjects, len(items))
+        if labels is not None and len(set(labels)) < len(labels) and any(s.name == "joint" for s in self.schedule):
+            raise ConfigError("the joint stage cannot yet fit several photos of one person as one identity; fit "
+                              "them with the landmark stage only (stages: [landmarks], --stages landmarks)")
         self.model  # a bad face model fails here, before any slow work (decoding, detection)
 
         loaded, targets, detections, index, failures = [], [], [], [], []
@@ -138,10 +146,16 @@ class Fitter:
         if not loaded:
             raise NothingFittedError(failures)
 
+        frame_subject = None
+        if labels is not None:  # the people of the images that loaded, numbered in order of appearance
+            order = {label: None for label in (labels[k] for k in index)}
+            number = {label: s for s, label in enumerate(order)}
+            frame_subject = torch.tensor([number[labels[k]] for k in index], dtype=torch.long)
         obs = build_observations(loaded, targets, detections, convention=cfg.landmark_convention,
-                                 jaw_weight=cfg.jaw_weight, landmark_weights=cfg.landmark_weights, device=self.device)
+                                 jaw_weight=cfg.jaw_weight, landmark_weights=cfg.landmark_weights,
+                                 frame_subject=frame_subject, device=self.device)
         outcomes = run_schedule(self.schedule, obs, generator=self.generator, progress=self._stage_bar, timings=timings)
-        return self._result(obs, outcomes, index, failures, timings, t_all)
+        return self._result(obs, outcomes, index, failures, timings, t_all, people=labels is not None)
 
     # ------------------------------------------------------------------ steps
     @property
@@ -164,7 +178,7 @@ class Fitter:
         return progress, bar.close
 
     def _result(self, obs: Observations, outcomes: list[StageOutcome], index: list[int], failures: list[FitFailure],
-                timings: dict[str, float], t_all: float) -> FitResult:
+                timings: dict[str, float], t_all: float, people: bool = False) -> FitResult:
         """Meshes, textures, renders and warnings of the fitted state; face.json's stage reports from the
         outcomes (the first stage's history and, when later stages changed it, its parameters)."""
         cfg, loaded = self.config, obs.images
@@ -178,6 +192,7 @@ class Fitter:
                     + [w for o in outcomes for w in o.photo_warnings(i)]
                     for i, img in enumerate(loaded)]
         renders = appearance.renders(params, meshes, obs.sizes, timings)
+        identities = identity_meshes(self.model, params.shape, obs.frame_subject, meshes) if people else []
         timings["total"] = time.perf_counter() - t_all
         camera = PinholeCamera(focal=params.focal, principal=params.principal, image_size=obs.sizes.float())
         return FitResult(
@@ -201,6 +216,8 @@ class Fitter:
             warnings=warnings,
             input_index=index,
             failures=failures,
+            frame_subject=obs.frame_subject.tolist() if people else [],
+            identities=identities,
         )
 
     def _model_info(self) -> dict:
@@ -245,6 +262,20 @@ class Fitter:
         if len(items) != n:
             raise LandmarkError(f"got landmarks for {len(items)} images but {n} images")
         return items
+
+    @staticmethod
+    def _subject_labels(subjects: Any, n: int) -> list[Any] | None:
+        """Per image its person's label, or None (every image its own person)."""
+        if subjects is None:
+            return None
+        labels = list(subjects)
+        if len(labels) != n:
+            raise ConfigError(f"got subjects for {len(labels)} images but {n} images; give one label per image")
+        try:
+            {label: None for label in labels}
+        except TypeError:
+            raise ConfigError("subjects must be hashable labels (names or numbers), one per image") from None
+        return labels
 
     @staticmethod
     def _read_landmarks(spec: Any, k: int) -> tuple[np.ndarray, str]:

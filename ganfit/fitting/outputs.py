@@ -94,6 +94,32 @@ def output_layout(path: str | os.PathLike, sources: Sequence[str | None],
         json=folder / f"{s}.json", overlay=folder / f"{s}_overlay.png") for s in stems]
 
 
+def identity_layout(path: str | os.PathLike, faces: Sequence[FaceOutputs], count: int) -> list[FaceOutputs]:
+    """The files of `count` people's identities (`Fitter.fit(..., subjects=...)`) beside the faces of
+    `output_layout(path, ...)`: ``identity.<ext>`` in folder mode (``identity_<s>`` for several people),
+    ``<stem>_identity.<ext>`` for a mesh path; a name a face already has gets ``_<s>`` appended."""
+    if not faces or count < 1:
+        return []
+    raw = os.fspath(path)
+    p = Path(raw)
+    first = faces[0]
+    folder, fmt = first.mesh.parent, first.format
+    folder_mode = folder == p or raw.endswith(("/", os.sep)) or not p.suffix
+    base = "identity" if folder_mode else f"{p.stem}_identity"
+    taken = {f.mesh.stem.casefold() for f in faces}
+    stems = []
+    for s in range(count):
+        stem = base if count == 1 else f"{base}_{s}"
+        while stem.casefold() in taken:
+            stem = f"{stem}_{s}"
+        taken.add(stem.casefold())
+        stems.append(stem)
+    return [FaceOutputs(
+        mesh=folder / f"{s}.{fmt}", format=fmt, texture=None if fmt == "glb" else folder / f"{s}_texture.png",
+        mtl=folder / f"{s}.mtl" if fmt == "obj" else None, json=folder / f"{s}.json",
+        overlay=folder / f"{s}_overlay.png") for s in stems]
+
+
 def check_targets(layout: Sequence[FaceOutputs]) -> None:
     """Fail before any work when an output cannot be written: the folder is a file (or under one), it (or
     the nearest existing folder above it) cannot be written, or a target file is an existing folder.

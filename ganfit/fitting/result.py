@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..render.camera import PinholeCamera
-from .outputs import FaceOutputs, check_targets, make_folder, output_layout, write_face_set
+from .outputs import FaceOutputs, check_targets, identity_layout, make_folder, output_layout, write_face_set
 from .params import FitParams
 
 
@@ -73,6 +73,9 @@ class FitResult:
     landmark_stage_params: the landmark stage's `FitParams` when a later stage changed them (else None:
         `params` are the landmark stage's). joint: the joint stage's `joint_fit.JointFit` (texture latent,
         SH lighting, colour gain/offset, model texture and loss history per photo), or None.
+    frame_subject: per image its person 0..S-1 when `Fitter.fit` got `subjects` (else empty); identities:
+        then per person the neutral face of its shared shape with a texture blended from its photos
+        (`ganfit.fitting.identity`), written by `save` as ``identity.obj`` (etc.) beside the faces.
     """
 
     meshes: list[FaceMesh]
@@ -95,6 +98,8 @@ class FitResult:
     failures: list[FitFailure] = field(default_factory=list)
     landmark_stage_params: FitParams | None = None
     joint: Any = None
+    frame_subject: list[int] = field(default_factory=list)
+    identities: list[FaceMesh] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.meshes)
@@ -130,6 +135,7 @@ class FitResult:
             },
             "landmark_stage_params": None if self.landmark_stage_params is None else self.landmark_stage_params.to_dict(index),
             "joint": None if self.joint is None else self.joint.summary(index),
+            "subject": self.frame_subject[index] if index < len(self.frame_subject) else None,
             "warnings": self.warnings[index] if index < len(self.warnings) else [],
             "losses": self.losses(index),
             "solver": self.solver[index] if index < len(self.solver) else {},
@@ -181,7 +187,8 @@ class FitResult:
         t_start = time.perf_counter()
         spent = dict.fromkeys(("save_png", "save_mtl", "save_obj", "save_overlay", "save_json", "save_write"), 0.0)
         layout = self.output_paths(path)
-        check_targets(layout)
+        people = identity_layout(path, layout, len(self.identities))
+        check_targets(layout + people)
         if layout:
             make_folder(layout[0].mesh.parent)
         fit_timings = dict(self.timings)
@@ -195,6 +202,14 @@ class FitResult:
             t = _spend(spent, "save_json", t)
             written += write_face_set(files, payloads)
             _spend(spent, "save_write", t)
+        for s, files in enumerate(people):
+            frames = [i for i, fs in enumerate(self.frame_subject) if fs == s]
+            payloads = self._mesh_payloads(self.identities[s], files, f"neutral identity of {len(frames)} photos", spent)
+            record = {"subject": s, "mode": self.config.get("same_person"), "photos": [self.sources[i] for i in frames],
+                      "input_index": [self.input_index[i] if self.input_index else i for i in frames],
+                      "shape": self.params.shape[frames[0]].tolist(), "model": self.model_info}
+            payloads.append((files.json, json.dumps(record, indent=1)))
+            written += write_face_set(files, payloads)
         self.timings.update(spent)
         self.timings["save"] = time.perf_counter() - t_start
         return written
@@ -202,17 +217,28 @@ class FitResult:
     def _payloads(self, i: int, files: FaceOutputs, overlay: bool, spent: dict[str, float]
                   ) -> list[tuple[Path, bytes | str]]:
         """The content of face `i`'s mesh, texture, material and overlay files (not the JSON)."""
+        from ..io.overlay import png_bytes
+
+        payloads = self._mesh_payloads(self.meshes[i], files, f"fit of {self.sources[i] or 'an array'}", spent)
+        t = time.perf_counter()
+        if overlay and i < len(self.images):
+            payloads.append((files.overlay, png_bytes(self._overlay_panel(i))))
+            _spend(spent, "save_overlay", t)
+        return payloads
+
+    def _mesh_payloads(self, mesh: FaceMesh, files: FaceOutputs, what: str, spent: dict[str, float]
+                       ) -> list[tuple[Path, bytes | str]]:
+        """The content of a mesh's mesh, texture and material files; `what` goes into the mesh's comment."""
         from ..io.mesh import Material, glb_bytes, mtl_text, obj_text, ply_bytes, split_uv_seams
         from ..io.overlay import png_bytes
 
-        mesh = self.meshes[i]
         vertices = mesh.vertices.detach().cpu().numpy()
         triangles = mesh.triangles.cpu().numpy()
         uv = None if mesh.uv is None else mesh.uv.cpu().numpy()
         uv_triangles = None if mesh.uv_triangles is None else mesh.uv_triangles.cpu().numpy()
         colors = None if mesh.colors is None else mesh.colors.cpu().numpy()
         textured = mesh.texture is not None and uv is not None
-        comment = (f"ganfit fit of {self.sources[i] or 'an array'}; model {self.model_info.get('name')}; "
+        comment = (f"ganfit {what}; model {self.model_info.get('name')}; "
                    "millimetres, y up, face looking down +z")
         payloads: list[tuple[Path, bytes | str]] = []
         t = time.perf_counter()
@@ -239,10 +265,7 @@ class FitResult:
                 data = glb_bytes(vertices * 1e-3, triangles, uv=uv if textured else None,
                                  texture=mesh.texture if textured else None, vertex_colors=colors)
         payloads.append((files.mesh, data))
-        t = _spend(spent, "save_obj", t)
-        if overlay and i < len(self.images):
-            payloads.append((files.overlay, png_bytes(self._overlay_panel(i))))
-            _spend(spent, "save_overlay", t)
+        _spend(spent, "save_obj", t)
         return payloads
 
     def _overlay_panel(self, i: int) -> np.ndarray:

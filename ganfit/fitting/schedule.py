@@ -38,6 +38,7 @@ def landmarks_stage(config: FitConfig, stage: LandmarkStageConfig, model: Morpha
                           adam_lr=stage.adam_lr, adam_iterations=stage.adam_iterations, num_shape=cfg.num_shape,
                           num_expression=cfg.num_expression, rotation=cfg.rotation,
                           contour=None if cfg.contour == "auto" else cfg.contour, landmark_table=cfg.landmark_table,
+                          identity_mode=cfg.same_person,
                           device=device)
 
 

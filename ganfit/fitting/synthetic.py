@@ -66,6 +66,7 @@ def make_synthetic_faces(
     convention: str = "2d",
     landmark_offsets: torch.Tensor | None = None,
     yaw_min_deg: float = 0.0,
+    shape: torch.Tensor | None = None,
 ) -> SyntheticFaces:
     """`n` random faces: coefficients ~ N(0, 1) (the priors), yaw/pitch/roll uniform in +-range (|yaw| at
     least `yaw_min_deg`), depth uniform, the face centred in the image, focal = focal_ratio * max(W, H) *
@@ -75,11 +76,13 @@ def make_synthetic_faces(
     the model's fixed landmark vertices, hidden or not (as AFLW2000-3D). `landmark_offsets` (68, 3) mm, in
     the model frame, moves each landmark's 3D point before projection (a detector whose points are not
     the model's landmark vertices; see `benchmarks/landmark_offsets.py`). Then i.i.d. Gaussian noise of
-    `noise_px` pixels per coordinate."""
+    `noise_px` pixels per coordinate. `shape` (Ks,): one person for all n faces (several photos of one
+    subject: their expressions, poses and cameras still differ); None: each face its own random shape."""
     if convention not in ("2d", "3d"):
         raise ValueError(f"convention must be 2d or 3d, got {convention!r}")
     g = generator
-    shape = torch.randn(n, model.num_shape, generator=g, dtype=dtype)
+    drawn = torch.randn(n, model.num_shape, generator=g, dtype=dtype)
+    shape = drawn if shape is None else torch.as_tensor(shape, dtype=dtype).reshape(1, -1).expand(n, -1).clone()
     expr = torch.randn(n, model.num_expression, generator=g, dtype=dtype)
     u = lambda r: (torch.rand(n, generator=g, dtype=dtype) * 2 - 1) * r  # noqa: E731
     yaw = u(1.0)

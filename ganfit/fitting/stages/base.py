@@ -71,13 +71,14 @@ class Stage(Protocol):
 
 
 def require_independent(observations: Observations, stage: str) -> None:
-    """Raise unless every photo is its own subject: the landmark and joint stages fit each photo on its own
-    and cannot yet share a person's shape across photos (issue 13).
+    """Raise unless every photo is its own subject: for a stage that fits each photo on its own and cannot yet
+    share a person's shape across photos (the joint stage; the landmark stage can).
 
     Raises:
         ConfigError: some subject has several photos.
     """
     fs = observations.frame_subject
     if int(fs.max()) + 1 != fs.numel():
-        raise ConfigError(f"the {stage} stage fits each photo as its own person; got {fs.numel()} photos of "
-                          f"{int(fs.max()) + 1} people (frame_subject)")
+        raise ConfigError(f"the {stage} stage fits each photo as its own person and cannot yet share one identity "
+                          f"across photos; got {fs.numel()} photos of {int(fs.max()) + 1} people (frame_subject): "
+                          "fit several photos of one person with the landmark stage only (--stages landmarks)")

@@ -1,16 +1,19 @@
 """The landmark stage as a `Stage`: shape, expression, pose and focal length from the 68 landmarks
 (`ganfit.fitting.landmark_stage.LandmarkStage`, Levenberg-Marquardt), one solve per landmark convention
-present in the batch, each with its landmark-to-vertex table."""
+present in the batch, each with its landmark-to-vertex table. Photos of one subject (`frame_subject`) then share
+one shape (`landmark_shared`: "shared" or GANFit's "average")."""
 from __future__ import annotations
 
 import torch
 
 from ...model.morphable import MorphableModel
 from ..landmark_energy import EnergyWeights
+from ...errors import ConfigError
+from ..landmark_shared import IDENTITY_MODES, fit_shared_identity
 from ..landmark_stage import LandmarkStage, LandmarkStageResult
 from ..observations import Observations
 from ..state import FitState
-from .base import Progress, StageOutcome, require_independent
+from .base import Progress, StageOutcome
 
 __all__ = ["LandmarksStage"]
 
@@ -26,6 +29,8 @@ class LandmarksStage:
         num_shape / num_expression: components fitted (None: all). rotation: "axis_angle" or "6d".
         contour: "dynamic", "static", "off" or None (the convention's own).
         landmark_table: "auto" (the calibrated table for 2d landmarks when the model has one) or "model".
+        identity_mode: how photos of one subject share their shape: "shared" (one shape fitted to all of
+            them) or "average" (GANFit: the mean of their own fits, then each photo refitted with it fixed).
         device: where the solve runs.
     The outcome's extras hold "result", the merged `LandmarkStageResult`; its details per photo the
     convention and the landmark table's name.
@@ -38,7 +43,11 @@ class LandmarksStage:
                  iterations: int = 50, rigid_iterations: int = 2, tolerance: float = 1e-6, optimizer: str = "lm",
                  adam_lr: float = 0.02, adam_iterations: int = 400, num_shape: int | None = None,
                  num_expression: int | None = None, rotation: str = "axis_angle", contour: str | None = None,
-                 landmark_table: str = "auto", device: torch.device | str = "cpu") -> None:
+                 landmark_table: str = "auto", identity_mode: str = "shared",
+                 device: torch.device | str = "cpu") -> None:
+        if identity_mode not in IDENTITY_MODES:
+            raise ConfigError(f"identity mode must be one of {', '.join(IDENTITY_MODES)}; got {identity_mode!r}")
+        self.identity_mode = identity_mode
         self.model, self.energy, self.focal_ratio = model, energy, focal_ratio
         self.iterations, self.rigid_iterations, self.tolerance = iterations, rigid_iterations, tolerance
         self.optimizer, self.adam_lr, self.adam_iterations = optimizer, adam_lr, adam_iterations
@@ -67,10 +76,19 @@ class LandmarksStage:
 
     def run(self, observations: Observations, state: FitState, *, generator: torch.Generator,
             progress: Progress | None = None) -> StageOutcome:
-        """One solve per convention present, merged in photo order. The solve is deterministic: `generator`
-        is not drawn from."""
-        require_independent(observations, self.name)
+        """One solve per convention present, merged in photo order; then the photos of each subject with
+        several photos refitted with one shape. Deterministic: `generator` is not drawn from.
+
+        Raises:
+            ConfigError: photos of one subject with different landmark conventions.
+        """
         targets, sizes, conventions = observations.landmarks, observations.sizes, observations.conventions
+        fs = observations.frame_subject.cpu()
+        for subject in torch.unique(fs).tolist():
+            used = {conventions[i] for i in (fs == subject).nonzero()[:, 0].tolist()}
+            if len(used) > 1:
+                raise ConfigError(f"the photos of subject {subject} mix landmark conventions ({', '.join(sorted(used))}); "
+                                  "one person's photos need landmarks of one convention")
         groups = {c: [i for i, ci in enumerate(conventions) if ci == c] for c in dict.fromkeys(conventions)}
 
         def report(it: int, entry: dict) -> None:
@@ -82,11 +100,19 @@ class LandmarksStage:
         parts = []
         for convention, idx in groups.items():
             rows = torch.as_tensor(idx, device=targets.device)
-            parts.append((idx, self.solver(convention).solve(
+            solver = self.solver(convention)
+            result = solver.solve(
                 targets[rows], sizes[rows], weights=observations.landmark_weights, energy=self.energy,
                 focal_ratio=self.focal_ratio, iterations=self.iterations, rigid_iterations=self.rigid_iterations,
                 ftol=self.tolerance, optimizer=self.optimizer, adam_lr=self.adam_lr,
-                adam_iterations=self.adam_iterations, progress=report)))
+                adam_iterations=self.adam_iterations, progress=report)
+            group_subjects = fs[rows.cpu()]
+            if torch.unique(group_subjects).numel() < group_subjects.numel():  # some subject has several photos
+                result = fit_shared_identity(solver, result, targets[rows], sizes[rows], group_subjects,
+                                             mode=self.identity_mode, weights=observations.landmark_weights,
+                                             energy=self.energy, focal_ratio=self.focal_ratio,
+                                             iterations=self.iterations, ftol=self.tolerance)
+            parts.append((idx, result))
         result = LandmarkStageResult.merge(parts, targets.shape[0])
         b = targets.shape[0]
         return StageOutcome(
