@@ -26,6 +26,11 @@ class ImageError(GanfitError):
     """An image could not be read or has an unusable format."""
 
 
+class VideoError(GanfitError):
+    """A video could not be read (missing, not a video, no video stream, nothing decodable), or an image
+    was given where a video is expected."""
+
+
 class NoFaceError(GanfitError):
     """No face was found where one was expected."""
 
