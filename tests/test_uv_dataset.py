@@ -1,5 +1,5 @@
 """build_uv_dataset on a small folder: valid photos, duplicates, unreadable files, no face, two faces;
-the `ganfit texture build-dataset / build-pca` commands."""
+resuming a killed build; the `ganfit texture build-dataset / build-pca` commands."""
 from __future__ import annotations
 
 import argparse
@@ -30,19 +30,23 @@ def _photos(folder: Path) -> None:
     (folder / "notes.jpg").write_text("not an image")  # unreadable
     Image.new("RGB", (200, 160), (128, 128, 128)).save(folder / "grey.png")  # no face
     (folder / "readme.txt").write_text("ignored: not an image extension")
-    a = im.crop((110, 20, 340, 300))  # two faces, the right one larger
-    b = ImageOps.mirror(a).resize((299, 364))
+    a = im.crop((110, 20, 340, 300))  # two faces, the right one more than twice as large: it is used
+    b = ImageOps.mirror(a).resize((520, 633))
     pair = Image.new("RGB", (a.width + b.width, b.height), (90, 90, 90))
     pair.paste(a, (0, 0))
     pair.paste(b, (a.width, 0))
     pair.save(folder / "pair.png")
+    twins = Image.new("RGB", (2 * a.width, a.height), (90, 90, 90))  # two faces of one size: whose photo?
+    twins.paste(a, (0, 0))
+    twins.paste(ImageOps.mirror(a).resize((a.width - 20, a.height - 24)), (a.width + 10, 12))
+    twins.save(folder / "twins.png")
 
 
 @pytest.fixture(scope="module")
 def fitter(bfm):
     from ganfit import FitConfig, Fitter
 
-    return Fitter(FitConfig(device="cpu", quiet=True), model=bfm)
+    return Fitter(FitConfig(device="cpu", quiet=True, texture_size=0), model=bfm)
 
 
 @pytest.fixture(scope="module")
@@ -59,30 +63,42 @@ def test_dataset_outputs_and_reasons(built, bfm):
     root, report = built
     out = root / "uv"
     assert report.written == 3, report.rejected
-    assert report.by_reason == {"duplicate": 2, "no_face": 1, "unreadable": 1}
+    reasons = {"duplicate": 2, "no_face": 1, "unreadable": 1, "several_faces": 1}
+    assert report.by_reason == reasons
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and manifest["format"] == "ganfit-uv-dataset"
     assert manifest["face_model"] == {"name": "bfm-3ddfa", "sha256": bfm.checksum(), "uv_layout": model_uv_layout_id(bfm)}
     assert manifest["resolution"] == [256, 256] and manifest["ganfit_version"] and manifest["created"]
-    assert manifest["counts"] == {"photos": 7, "written": 3, "rejected": 4,
-                                  "by_reason": {"duplicate": 2, "no_face": 1, "unreadable": 1}, "several_faces": 1}
-    rejected = {r["source"]: r for r in manifest["rejected"]}
-    assert rejected["astronaut_copy.png"]["reason"] == "duplicate" and "same bytes" in rejected["astronaut_copy.png"]["message"]
-    assert rejected["astronaut_small.jpg"]["reason"] == "duplicate" and "near duplicate" in rejected["astronaut_small.jpg"]["message"]
-    assert rejected["notes.jpg"]["reason"] == "unreadable"
-    assert rejected["grey.png"]["reason"] == "no_face"
-    items = {i["source"]: i for i in manifest["items"]}
-    assert set(items) == {"astronaut.png", "sub/flipped.png", "pair.png"}
-    assert items["pair.png"]["faces_detected"] == 2 and "largest" in items["pair.png"]["note"]
-    assert items["pair.png"]["face_box_px"][0] > 230  # the larger face, on the right
-    assert items["sub/flipped.png"]["name"] == "sub__flipped"
+    assert manifest["counts"]["photos"] == 8 and manifest["counts"]["written"] == 3
+    assert manifest["counts"]["by_reason"] == reasons
+    assert manifest["settings"]["filters"]["second_face_ratio"] == 0.5 and manifest["settings"]["delight"]
+    rejected = {r["key"]: r for r in manifest["rejected"]}
+    assert rejected["photos/astronaut_copy.png"]["reason"] == "duplicate"
+    assert "same bytes" in rejected["photos/astronaut_copy.png"]["message"]
+    assert rejected["photos/astronaut_small.jpg"]["reason"] == "duplicate"
+    assert "near duplicate" in rejected["photos/astronaut_small.jpg"]["message"]
+    assert rejected["photos/notes.jpg"]["reason"] == "unreadable"
+    assert rejected["photos/grey.png"]["reason"] == "no_face"
+    assert rejected["photos/twins.png"]["reason"] == "several_faces" and rejected["photos/twins.png"]["second_face_ratio"] > 0.8
+    items = {i["key"]: i for i in manifest["items"]}
+    assert set(items) == {"photos/astronaut.png", "photos/sub/flipped.png", "photos/pair.png"}
+    pair = items["photos/pair.png"]
+    assert pair["faces_detected"] == 2 and pair["second_face_ratio"] < 0.5
+    assert pair["face_box_px"][0] > 230  # the larger face, on the right
+    assert items["photos/sub/flipped.png"]["name"] == "photos__sub__flipped"
     import hashlib
 
-    assert items["astronaut.png"]["sha256"] == hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()
+    item = items["photos/astronaut.png"]
+    assert item["sha256"] == hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()
+    assert item["path"] == "astronaut.png" and item["source"] == "photos" and item["identity"] == "photos:astronaut.png"
+    assert item["split"] in ("train", "validation") and item["labels"] == {}
     for item in items.values():
-        assert 0 < item["fit_error_px"] and item["fit_error_rel"] < 0.045
-        assert 0.4 <= item["visible_fraction"] <= 1
+        assert 0 < item["fit_error_px"] and item["fit_error_rel"] < 0.035
+        assert 0.4 <= item["visible_fraction"] <= 1 and item["face_width_px"] >= 64
+        assert item["colourfulness"] > 0.03 and item["sharpness"] > 0.02
         assert abs(item["yaw_deg"]) < 30 and abs(item["roll_deg"]) < 30
+        assert len(item["lighting_sh"]) == 9 and item["skin_ita"] is not None
+        assert abs(item["asymmetry_delit"]) <= abs(item["asymmetry_photo"]) + 0.02
         uv = np.asarray(Image.open(out / item["outputs"]["uv"]), dtype=np.float32) / 255
         mask = np.asarray(Image.open(out / item["outputs"]["mask"]), dtype=np.float32) / 255
         assert uv.shape == (256, 256, 3) and mask.shape == (256, 256)
@@ -90,13 +106,64 @@ def test_dataset_outputs_and_reasons(built, bfm):
         assert centre[0] > centre[2] + 0.05 and centre[0] > 0.35  # skin: red above blue
         assert 0.15 < mask.mean() < 0.6 and mask[112:144, 112:144].mean() > 0.5
     # mirrored photo -> (roughly) mirrored texture
-    a = np.asarray(Image.open(out / "astronaut.png"), dtype=np.float32)[64:192, 64:192]
-    f = np.asarray(Image.open(out / "sub__flipped.png"), dtype=np.float32)[64:192, 64:192]
+    a = np.asarray(Image.open(out / "photos__astronaut.png"), dtype=np.float32)[64:192, 64:192]
+    f = np.asarray(Image.open(out / "photos__sub__flipped.png"), dtype=np.float32)[64:192, 64:192]
     assert np.abs(a - f[:, ::-1]).mean() < np.abs(a - f).mean()
-    # nothing else written (no temp files)
+    # nothing else written (no temp files); one record per photo
     names = {p.name for p in out.iterdir()}
-    assert names == {"manifest.json", "astronaut.png", "astronaut_mask.png", "sub__flipped.png", "sub__flipped_mask.png",
-                     "pair.png", "pair_mask.png"}
+    assert names == {"manifest.json", "records.jsonl", "photos__astronaut.png", "photos__astronaut_mask.png",
+                     "photos__sub__flipped.png", "photos__sub__flipped_mask.png", "photos__pair.png",
+                     "photos__pair_mask.png"}
+    assert len((out / "records.jsonl").read_text().splitlines()) == 8
+
+
+class _KillingFitter:
+    """Delegates to a real fitter; its `fit` raises `kill_at` calls in (a build killed mid-photo)."""
+
+    def __init__(self, fitter, kill_at: int | None = None) -> None:
+        self._fitter, self.kill_at, self.fits = fitter, kill_at, 0
+
+    def __getattr__(self, name):
+        return getattr(self._fitter, name)
+
+    def fit(self, *args, **kwargs):
+        self.fits += 1
+        if self.kill_at is not None and self.fits == self.kill_at:
+            raise KeyboardInterrupt
+        return self._fitter.fit(*args, **kwargs)
+
+
+def test_a_killed_build_resumes_without_losing_or_redoing_work(tmp_path, fitter):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    im = Image.open(EXAMPLE).convert("RGB")
+    im.save(photos / "a.png")
+    ImageOps.mirror(im).save(photos / "b.png")
+    im.rotate(8, resample=Image.Resampling.BILINEAR).save(photos / "c.png")
+    (photos / "d.jpg").write_text("not an image")
+    out = tmp_path / "uv"
+    first = _KillingFitter(fitter, kill_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        build_uv_dataset(photos, out, fitter=first, quiet=True)
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not manifest["complete"] and manifest["counts"]["photos"] == len(records) >= 1
+    done = {r["key"] for r in records}
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    second = _KillingFitter(fitter)
+    report = build_uv_dataset(photos, out, fitter=second, quiet=True)
+    assert report.resumed == len(done) and report.processed == 4 - len(done)
+    assert second.fits == len({"photos/a.png", "photos/b.png", "photos/c.png"} - done)  # none fitted twice
+    assert report.written == 3 and report.by_reason == {"unreadable": 1}
+    assert all(out.joinpath(n).stat().st_mtime_ns == t for n, t in stamps.items())  # earlier outputs untouched
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and len(manifest["items"]) == 3 and len(manifest["rejected"]) == 1
+    lines = (out / "records.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and len({json.loads(line)["key"] for line in lines}) == 4
+    # a third run finds nothing to do
+    third = _KillingFitter(fitter)
+    again = build_uv_dataset(photos, out, fitter=third, quiet=True)
+    assert third.fits == 0 and again.processed == 0 and again.written == 3
 
 
 def test_perceptual_hash():
@@ -150,6 +217,10 @@ def test_thresholds_and_cli_errors(tmp_path, fitter):
                                  "--device", "cpu", "-q"])
     assert args.func(args) == 1
     manifest = json.loads((tmp_path / "o4" / "manifest.json").read_text())
-    assert manifest["counts"]["by_reason"] == {"landmark_error": 1} and manifest["settings"]["max_landmark_error"] == 0.0001
+    assert manifest["counts"]["by_reason"] == {"landmark_error": 1}
+    assert manifest["settings"]["filters"]["max_landmark_error"] == 0.0001
     with pytest.raises(SystemExit):
         _parser().parse_args(["build-dataset", str(photos), "-o", "x", "--min-visible", "2"])
+    both = _parser().parse_args(["build-dataset", str(photos), "--sources", "s.yaml", "-o", str(tmp_path / "o5")])
+    with pytest.raises(GanfitError, match="either PHOTOS_DIR or --sources"):
+        both.func(both)

@@ -16,17 +16,24 @@ log = logging.getLogger("ganfit")
 
 BUILD_DATASET_EPILOG = """\
 outputs (in UV_DIR):
-  NAME.png        the photo unwrapped into the face model's UV layout, unseen parts completed by
-                  symmetry and Poisson fill (train the GAN / PCA on these)
-  NAME_mask.png   how well the photo saw each texel (black: not seen, white: seen frontally)
-  manifest.json   per photo: source, sha256, landmark error, visible fraction, yaw/pitch/roll or the
-                  reason it was rejected; face model and UV layout id, resolution, counts, version, date
-Rejected photos (unreadable, no face, duplicate, bad fit, too little of the face visible) are listed
-with their reason; the run never stops on a bad file.
+  NAME.png        the photo unwrapped into the face model's UV layout, its lighting divided out (SH light
+                  fitted with the face's shape and a mean albedo), the unseen side completed by symmetry
+                  and Poisson fill (train the GAN / PCA on these)
+  NAME_mask.png   per-texel validity (black: completed, white: seen frontally under good light)
+  records.jsonl   one line per photo: source repo, commit, path, sha256, licence, identity, split, labels,
+                  every filter measure, fit error, pose, light, asymmetry before/after; or why rejected
+  manifest.json   all records with the settings, face model, UV layout id and counts
+Filters (thresholds below): duplicates, no face, a second large face, small face, grayscale, blur,
+landmark error, pose, visibility. A build into a folder with records.jsonl continues where it stopped.
+
+sources file (--sources, JSON or YAML; see ganfit.training.uv_sources):
+  sources:
+    - {name: utkface, root: /data/utkface, repo: github:mattans/AgeProgression, commit: 2d937c6,
+       path: data/UTKFace/unlabeled, licence: "non-commercial research", labels: utkface, identity: file}
 
 examples:
   ganfit texture build-dataset photos/ -o uv/
-  ganfit texture build-dataset photos/ -o uv/ --resolution 512 --max-error 0.04 --min-visible 0.45
+  ganfit texture build-dataset --sources sources.yaml -o corpus/ --resolution 256 -v
 """
 
 BUILD_PCA_EPILOG = """\
@@ -62,31 +69,54 @@ def _fraction(text: str) -> float:
 
 def add_data_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add ``build-dataset`` and ``build-pca`` to the ``ganfit texture`` sub-commands."""
-    from ..training.uv_dataset import DEFAULT_DUPLICATE_DISTANCE, DEFAULT_MAX_LANDMARK_ERROR, DEFAULT_MIN_VISIBLE
+    from ..training.uv_dataset import DEFAULT_VALIDATION_FRACTION
+    from ..training.uv_filters import FilterConfig
+
+    d = FilterConfig()
 
     p = subparsers.add_parser(
         "build-dataset",
-        help="fit every photo in a folder and write its completed UV texture + visibility mask",
-        description="Build a UV texture dataset for training a texture model: detect and fit the face in every "
-        "photo under PHOTOS_DIR (recursively), unwrap the photo into the face model's UV layout, complete the "
-        "parts it does not show, and write UV_DIR/NAME.png, NAME_mask.png and manifest.json.",
+        help="fit every photo in a folder (or sources file) and write its de-lit, completed UV texture + validity mask",
+        description="Build a UV texture corpus for training a texture model: detect and fit the face in every "
+        "photo under PHOTOS_DIR (recursively) or of the --sources, unwrap the photo into the face model's UV "
+        "layout, divide out its lighting, complete the parts it does not show, and write UV_DIR/NAME.png, "
+        "NAME_mask.png, records.jsonl and manifest.json. Resumable.",
         epilog=BUILD_DATASET_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("photos_dir", metavar="PHOTOS_DIR", help="folder of photos (searched recursively; JPEG, PNG, TIFF, WebP, BMP, ...)")
+    p.add_argument("photos_dir", metavar="PHOTOS_DIR", nargs="?", default=None,
+                   help="folder of photos (searched recursively; JPEG, PNG, TIFF, WebP, BMP, ...); or use --sources")
+    p.add_argument("--sources", metavar="FILE", default=None,
+                   help="JSON/YAML list of photo folders with their repository, commit, licence, labels and identities")
     p.add_argument("-o", "--output", required=True, metavar="UV_DIR", help="folder for the UV textures, masks and manifest.json (created if needed)")
     p.add_argument("--resolution", type=_positive_int, default=256, metavar="PX",
-                   help="side of the square UV textures written, at least 16; above 768 the photos are unwrapped at that "
-                   "size instead of 768 (default: %(default)s)")
-    p.add_argument("--max-error", type=float, default=DEFAULT_MAX_LANDMARK_ERROR, metavar="F",
+                   help="side of the square UV textures written (and unwrapped), 16-1024 (default: %(default)s)")
+    p.add_argument("--max-error", type=float, default=d.max_landmark_error, metavar="F",
                    help="reject fits whose mean landmark error exceeds this fraction of the face size "
                    "(default: %(default)s)")
-    p.add_argument("--min-visible", type=_fraction, default=DEFAULT_MIN_VISIBLE, metavar="F",
+    p.add_argument("--min-visible", type=_fraction, default=d.min_visible, metavar="F",
                    help="reject photos showing less than this fraction of the face region's texels "
                    "(mask > 0.5) (default: %(default)s)")
-    p.add_argument("--duplicate-distance", type=int, default=DEFAULT_DUPLICATE_DISTANCE, metavar="BITS",
+    p.add_argument("--duplicate-distance", type=int, default=d.duplicate_distance, metavar="BITS",
                    help="photos whose 64-bit perceptual hashes differ in at most this many bits from an accepted "
                    "photo are near duplicates and skipped; -1: only byte-identical duplicates (default: %(default)s)")
+    p.add_argument("--min-face-px", type=float, default=d.min_face_px, metavar="PX",
+                   help="reject faces narrower than this (landmarks' bounding box, photo pixels) (default: %(default)s)")
+    p.add_argument("--min-colourfulness", type=float, default=d.min_colourfulness, metavar="F",
+                   help="reject face crops whose mean chroma (max - min of RGB) is below this: grayscale photos "
+                   "(default: %(default)s)")
+    p.add_argument("--min-sharpness", type=float, default=d.min_sharpness, metavar="F",
+                   help="reject face crops whose Laplacian std at 128 px is below this: blur (default: %(default)s)")
+    p.add_argument("--max-yaw", type=float, default=d.max_yaw_deg, metavar="DEG",
+                   help="reject fits turned further than this (also the pitch limit) (default: %(default)s)")
+    p.add_argument("--second-face-ratio", type=float, default=d.second_face_ratio, metavar="F",
+                   help="reject photos whose second face is at least this fraction of the largest's width "
+                   "(default: %(default)s)")
+    p.add_argument("--no-delight", action="store_true", help="keep the photo's lighting (no SH division)")
+    p.add_argument("--validation-fraction", type=float, default=DEFAULT_VALIDATION_FRACTION, metavar="F",
+                   help="share of identities in the validation split (default: %(default)s)")
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="stop after N new photos")
+    p.add_argument("--seed", type=int, default=0, help="seed of the (shuffled, resumable) build order (default: 0)")
     p.add_argument("--model", default="bfm-3ddfa", metavar="NAME|PATH",
                    help="face model whose UV layout the textures use: bfm-3ddfa (default) or a model file")
     p.add_argument("--detector", choices=["dlib", "fan"], default="dlib",
@@ -119,12 +149,20 @@ def add_data_parsers(subparsers: argparse._SubParsersAction) -> None:
 def run_build_dataset(args: argparse.Namespace) -> int:
     """Handler of ``ganfit texture build-dataset``; returns the exit code (0, or 1 when nothing was written)."""
     from ..training.uv_dataset import build_uv_dataset
+    from ..training.uv_filters import FilterConfig
+    from ..training.uv_sources import load_sources
 
-    if not args.max_error > 0:
-        raise ConfigError(f"--max-error must be > 0, got {args.max_error}")
+    if (args.photos_dir is None) == (args.sources is None):
+        raise ConfigError("give either PHOTOS_DIR or --sources FILE")
+    filters = FilterConfig(
+        max_landmark_error=args.max_error, min_visible=args.min_visible, duplicate_distance=args.duplicate_distance,
+        min_face_px=args.min_face_px, min_colourfulness=args.min_colourfulness, min_sharpness=args.min_sharpness,
+        max_yaw_deg=args.max_yaw, max_pitch_deg=args.max_yaw, second_face_ratio=args.second_face_ratio,
+    )
     report = build_uv_dataset(
-        args.photos_dir, args.output, resolution=args.resolution, max_landmark_error=args.max_error,
-        min_visible=args.min_visible, duplicate_distance=args.duplicate_distance, device=args.device,
+        args.photos_dir, args.output, sources=load_sources(args.sources) if args.sources else None,
+        resolution=args.resolution, filters=filters, delight=not args.no_delight,
+        validation_fraction=args.validation_fraction, limit=args.limit, seed=args.seed, device=args.device,
         model=args.model, detector=args.detector, quiet=args.quiet,
     )
     if not args.quiet:

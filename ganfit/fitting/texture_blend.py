@@ -50,7 +50,7 @@ from ..render.uv_layout import UVLayout
 from ..render.zbuffer import screen_zbuffer
 
 __all__ = ["BlendOptions", "TextureBlend", "albedo_estimate", "explained_weight", "blend_textures", "uv_shading",
-           "feature_uv", "FEATURE_REGIONS", "model_texture_uv", "blend_face_textures"]
+           "feature_uv", "FEATURE_REGIONS", "model_texture_uv", "blend_face_textures", "unwrap_mesh"]
 
 
 @dataclass(frozen=True)
@@ -299,7 +299,7 @@ def model_texture_uv(texture: torch.Tensor, resolution: tuple[int, int]) -> np.n
     return tex[0].clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def _unwrap_mesh(layout: UVLayout, triangles: np.ndarray, mesh, photo, scale: tuple[float, float]):
+def unwrap_mesh(layout: UVLayout, triangles: np.ndarray, mesh, photo, scale: tuple[float, float]):
     """The photo unwrapped onto a fitted mesh (`unwrap`, in the pixels of `photo`: the camera's x `scale`)."""
     proj = mesh.projected.detach().cpu().float()
     if tuple(scale) != (1.0, 1.0):
@@ -339,7 +339,7 @@ def blend_face_textures(photo_texture, meshes: Sequence, joint, photos: Sequence
             out.append(None)
             continue
         scale = (1.0, 1.0) if photo_scales is None else tuple(float(s) for s in photo_scales[i])
-        raw = _unwrap_mesh(layout, tris, mesh, photos[i], scale)
+        raw = unwrap_mesh(layout, tris, mesh, photos[i], scale)
         blend = blend_textures(
             raw.texture, raw.mask, uv_shading(layout, mesh.normals_camera, res.lighting[0]),
             model_texture_uv(res.texture, layout.resolution), layout.coverage,
