@@ -3,6 +3,7 @@ Fitter's `subjects`, the identity files, and `ganfit fit --same-person`."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +69,23 @@ def test_subjects_are_checked(tiny_model):
         Fitter(cfg, model=tiny_model).fit([GREY] * 2, landmarks=lms, subjects=["a"])
     with pytest.raises(ConfigError, match="hashable"):
         Fitter(cfg, model=tiny_model).fit([GREY] * 2, landmarks=lms, subjects=[[1], [1]])
-    with pytest.raises(ConfigError, match="joint stage cannot yet"):
-        Fitter(cfg.with_stages("landmarks,joint"), model=tiny_model).fit([GREY] * 2, landmarks=lms, subjects=[0, 0])
     with pytest.raises(ConfigError, match="same_person must be one of"):
         FitConfig(same_person="median")
+
+
+@pytest.mark.assets
+def test_the_joint_stage_fits_a_persons_photos_with_one_shape_and_one_texture(bfm):
+    """Two photos of one person through both stages: one shape and one texture latent, their own light."""
+    from ganfit.fitting.stages import JointStageConfig
+
+    photo = str(ROOT / "examples" / "astronaut.png")
+    cfg = FitConfig(device="cpu", quiet=True, texture_size=64, identity="none",
+                    stages=("landmarks", JointStageConfig(iterations=6, warmup_iterations=2, latent_candidates=2)))
+    res = Fitter(cfg, model=bfm).fit([photo, photo], subjects=["her", "her"])
+    latents = [r.latent for r in res.joint.results]
+    assert torch.equal(latents[0], latents[1]) and torch.equal(res.params.shape[0], res.params.shape[1])
+    assert res.frame_subject == [0, 0] and len(res.identities) == 1
+    assert all(r.history and math.isfinite(r.history[-1]["total"][0]) for r in res.joint.results)
 
 
 def test_blend_textures_weights_each_texel_by_how_well_each_photo_saw_it():

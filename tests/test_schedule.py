@@ -150,15 +150,14 @@ def test_run_schedule_threads_the_state(tiny_model, face_landmarks):
     assert torch.allclose(outcomes[1].state.frame.expression, first.seen[0].frame.expression + 2)
 
 
-def test_the_landmark_stage_shares_a_subjects_shape_and_the_joint_stage_refuses(tiny_model, face_landmarks):
+def test_the_landmark_stage_shares_a_subjects_shape(tiny_model, face_landmarks):
     img = Image(np.zeros((256, 256, 3), np.float32), None, 1, "RGB", 8)
     obs = build_observations([img, img], [face_landmarks] * 2, [None, None], frame_subject=torch.tensor([0, 0]))
     stage = build_schedule(FitConfig(device="cpu"), tiny_model, "cpu")[0]
     out = stage.run(obs, FitState.empty(obs.frame_subject), generator=torch.Generator())
     assert out.state.num_subjects == 1 and out.state.subject.shape.shape[0] == 1
-    joint = JointFitStage(lambda: None)
-    with pytest.raises(ConfigError, match="own person"):
-        joint.run(obs, out.state, generator=torch.Generator())
+    params = out.state.to_fit_params()
+    assert torch.equal(params.shape[0], params.shape[1])
 
 
 def test_merge_histories_puts_values_in_photo_order_and_repeats_finished_groups():

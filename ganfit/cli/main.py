@@ -88,7 +88,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="the photos all show one person: they share one identity (shape) while each keeps its "
                    "expression, pose and camera; also writes that person's neutral face as identity.obj (with "
                    "identity_texture.png blended from every photo that sees each texel and identity.json) beside "
-                   "the photos' meshes. Landmark stage only for now")
+                   "the photos' meshes. With the joint stage the photos also share one texture latent")
     p.add_argument("--same-person-mode", choices=["shared", "average"], default=None,
                    help="with --same-person: shared (default: one shape fitted to all photos together) or average "
                    "(GANFit's: the mean of the photos' own shapes, then each photo refitted with it fixed)")

@@ -119,9 +119,6 @@ class Fitter:
             raise ConfigError("no images given")
         lm_specs = self._landmark_specs(landmarks, len(items))
         labels = self._subject_labels(subjects, len(items))
-        if labels is not None and len(set(labels)) < len(labels) and any(s.name == "joint" for s in self.schedule):
-            raise ConfigError("the joint stage cannot yet fit several photos of one person as one identity; fit "
-                              "them with the landmark stage only (stages: [landmarks], --stages landmarks)")
         self.model  # a bad face model fails here, before any slow work (decoding, detection)
 
         loaded, targets, detections, index, failures = [], [], [], [], []

@@ -3,7 +3,9 @@
 `JointStage.run` takes a batch of equally sized images; photos differ in size, and large ones are fitted
 on a downscaled working copy (`ganfit.io.images`), so each photo runs on its own, in the working copy's
 pixels (landmarks, focal length and principal point scaled by `Image.scale`), and the results come back
-in the photo's own pixels, merged into one batch.
+in the photo's own pixels, merged into one batch. Photos of one person (`frame_subject`) run together, as one
+batch padded to the largest of them (the padding lies outside every face crop), with their shape and texture
+latent tied (`stages.joint_tie`).
 """
 from __future__ import annotations
 
@@ -71,9 +73,31 @@ def _scaled(params: FitParams, i: int, scale: tuple[float, float], dtype=None) -
     return dataclasses.replace(one, focal=one.focal * (0.5 * (sx + sy)), principal=one.principal * s)
 
 
+def _padded(images: Sequence) -> torch.Tensor:
+    """(F, H, W, 3) float32: the working copies of F photos, each at the top left of the largest size."""
+    h = max(img.pixels.shape[0] for img in images)
+    w = max(img.pixels.shape[1] for img in images)
+    out = torch.zeros(len(images), h, w, 3)
+    for k, img in enumerate(images):
+        px = torch.from_numpy(np.array(img.pixels, dtype=np.float32))
+        out[k, : px.shape[0], : px.shape[1]] = px
+    return out
+
+
+def split_result(result: JointStageResult, k: int) -> JointStageResult:
+    """Photo `k` of a batched `JointStageResult` as a result of its own (batch 1)."""
+    pick = lambda t: t[k:k + 1]  # noqa: E731
+    return JointStageResult(params=result.params.select(k), latent=pick(result.latent), lighting=pick(result.lighting),
+                            gain=pick(result.gain), offset=pick(result.offset), texture=pick(result.texture),
+                            history=[{name: [v[k]] for name, v in h.items()} for h in result.history],
+                            stop_reason=[result.stop_reason[k]], iterations=result.iterations,
+                            warnings=[result.warnings[k]] if result.warnings else [[]], seconds=result.seconds)
+
+
 def run_joint_stage(stage: JointStage, images: Sequence, targets: torch.Tensor, params: FitParams,
                     vertex_ids: torch.Tensor, landmark_weights: torch.Tensor, generator: torch.Generator,
-                    progress: Callable[[int, dict[str, torch.Tensor]], None] | None = None) -> JointFit:
+                    progress: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+                    frame_subject: torch.Tensor | None = None) -> JointFit:
     """Run `stage` on each photo from the landmark stage's result.
 
     Args:
@@ -85,18 +109,28 @@ def run_joint_stage(stage: JointStage, images: Sequence, targets: torch.Tensor, 
         landmark_weights: (68,) per-landmark weights.
         generator: the fit's random numbers (drawn in photo order: same seed, same result).
         progress: passed to `JointStage.run`.
+        frame_subject: (B,) long, each photo's person; a person's photos share shape and texture latent.
+            None: every photo its own person.
     Returns:
         `JointFit`, its params with the focal length and principal point the landmark stage gave (the joint
         stage keeps them) and the rest from the joint stage.
     """
-    results = []
     dtype, device = params.shape.dtype, params.shape.device
-    for i, img in enumerate(images):
-        scale = tuple(float(v) for v in img.scale)
-        pixels = torch.from_numpy(np.array(img.pixels, dtype=np.float32))[None]  # a writable copy
-        lms = targets[i:i + 1] * torch.tensor(scale, dtype=targets.dtype, device=targets.device)
-        results.append(stage.run(pixels, lms, _scaled(params, i, scale), vertex_ids[i:i + 1], generator=generator,
-                                 landmark_weights=landmark_weights, progress=progress))
+    fs = torch.arange(len(images)) if frame_subject is None else torch.as_tensor(frame_subject, dtype=torch.long).cpu()
+    results: list[JointStageResult | None] = [None] * len(images)
+    for subject in dict.fromkeys(fs.tolist()):  # in order of first appearance: same seed, same result
+        rows = (fs == subject).nonzero()[:, 0].tolist()
+        scales = [tuple(float(v) for v in images[i].scale) for i in rows]
+        lms = torch.cat([targets[i:i + 1] * torch.tensor(s, dtype=targets.dtype, device=targets.device)
+                         for i, s in zip(rows, scales)])
+        scaled = [_scaled(params, i, s) for i, s in zip(rows, scales)]
+        batch = FitParams(**{name: torch.cat([getattr(p, name) for p in scaled]) for name in
+                             ("shape", "expression", "rotation", "translation", "focal", "principal")})
+        run = stage.run(_padded([images[i] for i in rows]), lms, batch, vertex_ids[rows], generator=generator,
+                        landmark_weights=landmark_weights, progress=progress,
+                        **({"frame_subject": torch.zeros(len(rows), dtype=torch.long)} if len(rows) > 1 else {}))
+        for k, i in enumerate(rows):
+            results[i] = run if len(rows) == 1 else split_result(run, k)
     cat = lambda name: torch.cat([getattr(r.params, name).to(device, dtype) for r in results])  # noqa: E731
     merged = FitParams(shape=cat("shape"), expression=cat("expression"), rotation=cat("rotation"),
                        translation=cat("translation"), focal=params.focal, principal=params.principal)

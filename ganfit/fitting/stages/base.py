@@ -11,11 +11,10 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 
-from ...errors import ConfigError
 from ..observations import Observations
 from ..state import FitState
 
-__all__ = ["Progress", "Stage", "StageOutcome", "require_independent"]
+__all__ = ["Progress", "Stage", "StageOutcome"]
 
 #: called once per iteration a progress bar should count, with the main terms to show ({"px": "1.23"})
 Progress = Callable[[dict[str, str]], None]
@@ -68,17 +67,3 @@ class Stage(Protocol):
         """Fit from `state` (the previous stage's; `FitState.empty` for the first) to `observations`, drawing
         random numbers from `generator` only."""
         ...
-
-
-def require_independent(observations: Observations, stage: str) -> None:
-    """Raise unless every photo is its own subject: for a stage that fits each photo on its own and cannot yet
-    share a person's shape across photos (the joint stage; the landmark stage can).
-
-    Raises:
-        ConfigError: some subject has several photos.
-    """
-    fs = observations.frame_subject
-    if int(fs.max()) + 1 != fs.numel():
-        raise ConfigError(f"the {stage} stage fits each photo as its own person and cannot yet share one identity "
-                          f"across photos; got {fs.numel()} photos of {int(fs.max()) + 1} people (frame_subject): "
-                          "fit several photos of one person with the landmark stage only (--stages landmarks)")

@@ -26,6 +26,7 @@ from ..losses import landmark_weights as default_landmark_weights
 from ..params import FitParams
 from .joint_energy import TERMS, JointEnergy, JointTargets, JointVariables
 from .joint_terms import CAVITY_COLOUR, robust_pixel_loss, sh_least_squares, truncate_latent
+from .joint_tie import SubjectTie
 
 __all__ = ["JointRates", "JointStage", "JointStageConfig", "JointStageResult", "JointWeights", "JointInputError"]
 
@@ -291,7 +292,8 @@ class JointStage:
     def run(self, images: torch.Tensor, target_landmarks: torch.Tensor, params: FitParams, vertex_ids: torch.Tensor, *,
             generator: torch.Generator, landmark_weights: torch.Tensor | None = None,
             progress: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
-            latent: torch.Tensor | None = None, lighting: torch.Tensor | None = None) -> JointStageResult:
+            latent: torch.Tensor | None = None, lighting: torch.Tensor | None = None,
+            frame_subject: torch.Tensor | None = None) -> JointStageResult:
         """Fit B photos from the landmark stage's result.
 
         Args:
@@ -304,6 +306,9 @@ class JointStage:
             progress: called after every iteration with (iteration, {term: (B,) tensor}).
             latent: (B, D) start texture latent instead of the best random candidate (see `initial_variables`).
             lighting: (B, 9, 3) start SH lighting instead of the least-squares light.
+            frame_subject: (B,) long, each photo's person: photos of one person share their shape and texture
+                latent (`joint_tie`: the first photo's start values, the summed gradients, the priors once);
+                expression, pose, lighting and colour stay per photo. None: every photo its own person.
         """
         t_start = time.perf_counter()
         c = self.config
@@ -326,13 +331,19 @@ class JointStage:
         if lighting is not None and (lighting.shape != (b, 9, 3) or not torch.isfinite(lighting).all()):
             raise JointInputError(f"lighting must be finite (B={b}, 9, 3), got {tuple(lighting.shape)}")
         v = self.initial_variables(p32, targets, generator, latent=latent, lighting=lighting)
+        tie = None
+        if frame_subject is not None:
+            if torch.as_tensor(frame_subject).shape != (b,):
+                raise JointInputError(f"frame_subject must be ({b},), got {tuple(torch.as_tensor(frame_subject).shape)}")
+            tie = SubjectTie(frame_subject).to(self.device)
+            v.shape, v.latent = tie.share(v.shape), tie.share(v.latent)
         leaves = {k: t.detach().clone().requires_grad_(True) for k, t in v.items()}
         rates = asdict(c.rates)
         lr_of = {"latent": rates["latent"], "lighting": rates["lighting"], "gain": rates["colour"],
                  "offset": rates["colour"], "shape": rates["shape"], "expression": rates["expression"],
                  "rotation": rates["rotation"], "translation": rates["translation"]}
         opt = torch.optim.Adam([{"params": [leaves[k]], "lr": lr_of[k], "name": k} for k in leaves])
-        runner = _Loop(self, targets, generator, weights, progress)
+        runner = _Loop(self, targets, generator, weights, progress, tie)
         final, reason, steps = runner.optimise(leaves, opt, c)
         result_v, warnings = runner.landmark_guard(final)
         history = runner.history
@@ -353,8 +364,10 @@ class JointStage:
 class _Loop:
     """One run's optimisation loop: evaluation, history, the NaN guard, the plateau stop, the landmark guard."""
 
-    def __init__(self, stage: JointStage, targets: JointTargets, generator, weights, progress) -> None:
+    def __init__(self, stage: JointStage, targets: JointTargets, generator, weights, progress,
+                 tie: SubjectTie | None = None) -> None:
         self.stage, self.t, self.generator, self.weights, self.progress = stage, targets, generator, weights, progress
+        self.tie = tie
         self.history: list[dict[str, list[float]]] = []
         self.warnings: list[str] = []
         self.lr_scale = 1.0
@@ -374,7 +387,8 @@ class _Loop:
             w["identity_hat"] = self.weights["identity_hat"]
         elif with_id_hat and self.weights["identity_hat"]:
             self.last_id_hat = terms["identity_hat"].detach()
-        terms["total"] = sum(w[k] * terms[k] for k in TERMS if w[k])
+        scale = self.tie.prior_scale if self.tie is not None else (lambda k: 1.0)
+        terms["total"] = sum(w[k] * scale(k) * terms[k] for k in TERMS if w[k])
         return terms
 
     def record(self, v: JointVariables, terms: dict[str, torch.Tensor], lr_scale: float) -> None:
@@ -399,6 +413,8 @@ class _Loop:
             if ok:
                 total.sum().backward()
                 ok = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in leaves.values())
+                if ok and self.tie is not None:
+                    self.tie.tie_gradients(leaves)
             if not ok:
                 rollbacks += 1
                 self.lr_scale *= 0.5
@@ -422,7 +438,7 @@ class _Loop:
                 self.start_px = px.clone()
                 self.within = last_good
             else:
-                self.within = last_good.select(px <= self._limit(), self.within)
+                self.within = last_good.select(self._per_subject(px <= self._limit()), self.within)
             if c.grad_clip > 0:
                 for p in leaves.values():
                     if p.grad is not None:
@@ -448,6 +464,10 @@ class _Loop:
                 final = last_good
         return final, reason, steps
 
+    def _per_subject(self, ok: torch.Tensor) -> torch.Tensor:
+        """Tied photos move together: a subject's photos are kept or reverted together."""
+        return ok if self.tie is None else self.tie.all_of_subject(ok)
+
     def _limit(self) -> torch.Tensor:
         c = self.stage.config
         return self.start_px * (1 + c.landmark_margin) + c.landmark_margin_px
@@ -459,7 +479,7 @@ class _Loop:
             return final, [[] for _ in range(b)]
         with torch.no_grad():
             px = self.stage.energy.terms(final, self.t, self.generator, {k: 0.0 for k in TERMS})["reprojection_px"]
-        ok = px <= self._limit()
+        ok = self._per_subject(px <= self._limit())
         out = final.select(ok, self.within)
         warnings = [[] if bool(ok[i]) else [
             f"joint stage: landmark error rose from {float(self.start_px[i]):.2f} to {float(px[i]):.2f} px (margin "

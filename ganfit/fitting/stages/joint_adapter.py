@@ -11,7 +11,7 @@ from ..history import merge_histories
 from ..joint_fit import JointFit, run_joint_stage
 from ..observations import Observations
 from ..state import FitState
-from .base import Progress, StageOutcome, require_independent
+from .base import Progress, StageOutcome
 from .joint import JointStage
 
 __all__ = ["JointFitStage"]
@@ -48,7 +48,6 @@ class JointFitStage:
     def run(self, observations: Observations, state: FitState, *, generator: torch.Generator,
             progress: Progress | None = None) -> StageOutcome:
         """Raises ConfigError when no landmark stage ran before (the state has no pose or landmark vertices)."""
-        require_independent(observations, self.name)
         if not state.fitted or state.landmark_vertices is None:
             raise ConfigError("the joint stage starts from the landmark stage's result: run landmarks before joint")
 
@@ -60,7 +59,8 @@ class JointFitStage:
                 progress(shown)
 
         joint = run_joint_stage(self.stage, observations.images, observations.landmarks, state.to_fit_params(),
-                                state.landmark_vertices, observations.landmark_weights, generator, report)
+                                state.landmark_vertices, observations.landmark_weights, generator, report,
+                                frame_subject=observations.frame_subject)
         return StageOutcome(state=_joint_state(joint, state), history=_merged_history(joint),
                             stop_reason=joint.stop_reason, iterations=joint.iterations, warnings=joint.warnings,
                             extras={"joint": joint})

@@ -156,7 +156,7 @@ class JointEnergy:
     def crop_params(self, v: JointVariables, t: JointTargets) -> FitParams:
         """The variables' camera in the crop."""
         return FitParams(v.shape, v.expression, v.rotation, v.translation, t.focal * t.crop.scale,
-                         (t.principal - t.crop.origin) * t.crop.scale)
+                         (t.principal - t.crop.origin) * t.crop.scale[:, None])
 
     def render(self, v: JointVariables, t: JointTargets, vertices: torch.Tensor | None = None,
                texture: torch.Tensor | None = None):
