@@ -13,6 +13,7 @@ from PIL import Image, ImageOps
 
 from ganfit.errors import GanfitError, ImageError
 from ganfit.training.uv_dataset import build_uv_dataset, hash_distance, perceptual_hash
+from ganfit.training.uv_filters import FilterConfig
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
 
@@ -207,6 +208,11 @@ def test_thresholds_and_cli_errors(tmp_path, fitter):
     report = build_uv_dataset(photos, tmp_path / "o2", fitter=fitter, min_visible=0.99, quiet=True)
     assert report.by_reason == {"low_visibility": 1} and report.rejected[0]["visible_fraction"] < 0.99
     assert json.loads((tmp_path / "o2" / "manifest.json").read_text())["counts"]["written"] == 0
+    report = build_uv_dataset(photos, tmp_path / "o6", fitter=fitter, quiet=True,
+                              filters=FilterConfig(max_residual_asymmetry=1e-6))
+    assert report.by_reason == {"uneven_light": 1} and abs(report.rejected[0]["asymmetry_delit"]) > 1e-6
+    report = build_uv_dataset(photos, tmp_path / "o7", fitter=fitter, quiet=True, filters=FilterConfig(max_yaw_deg=0.01))
+    assert report.by_reason == {"pose": 1}
     with pytest.raises(ImageError, match="not found"):
         build_uv_dataset(tmp_path / "missing", tmp_path / "o3", fitter=fitter)
     (tmp_path / "empty").mkdir()

@@ -24,7 +24,7 @@ outputs (in UV_DIR):
                   every filter measure, fit error, pose, light, asymmetry before/after; or why rejected
   manifest.json   all records with the settings, face model, UV layout id and counts
 Filters (thresholds below): duplicates, no face, a second large face, small face, grayscale, blur,
-landmark error, pose, visibility. A build into a folder with records.jsonl continues where it stopped.
+landmark error, pose, visibility, light left after de-lighting. A build into a folder with records.jsonl continues where it stopped.
 
 sources file (--sources, JSON or YAML; see ganfit.training.uv_sources):
   sources:
@@ -112,6 +112,9 @@ def add_data_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--second-face-ratio", type=float, default=d.second_face_ratio, metavar="F",
                    help="reject photos whose second face is at least this fraction of the largest's width "
                    "(default: %(default)s)")
+    p.add_argument("--max-residual-asymmetry", type=float, default=d.max_residual_asymmetry, metavar="F",
+                   help="reject UVs whose left/right log-brightness asymmetry after de-lighting is above this "
+                   "(default: %(default)s)")
     p.add_argument("--no-delight", action="store_true", help="keep the photo's lighting (no SH division)")
     p.add_argument("--validation-fraction", type=float, default=DEFAULT_VALIDATION_FRACTION, metavar="F",
                    help="share of identities in the validation split (default: %(default)s)")
@@ -158,6 +161,7 @@ def run_build_dataset(args: argparse.Namespace) -> int:
         max_landmark_error=args.max_error, min_visible=args.min_visible, duplicate_distance=args.duplicate_distance,
         min_face_px=args.min_face_px, min_colourfulness=args.min_colourfulness, min_sharpness=args.min_sharpness,
         max_yaw_deg=args.max_yaw, max_pitch_deg=args.max_yaw, second_face_ratio=args.second_face_ratio,
+        max_residual_asymmetry=args.max_residual_asymmetry,
     )
     report = build_uv_dataset(
         args.photos_dir, args.output, sources=load_sources(args.sources) if args.sources else None,

@@ -203,7 +203,11 @@ class SampleMaker:
             entry["albedo_level"] = np.round(level, 4).tolist()
         else:
             texture, validity = raw.texture, raw.mask
-        entry["asymmetry_delit"] = _round(brightness_asymmetry(texture, validity, self.skin_uv))
+        entry["asymmetry_delit"] = residual = _round(brightness_asymmetry(texture, validity, self.skin_uv))
+        if residual is not None and abs(residual) > f.max_residual_asymmetry:
+            entry.update(reason="uneven_light", message=f"left/right brightness asymmetry {residual:+.2f} after "
+                         f"de-lighting, above {f.max_residual_asymmetry}")
+            return Sample(entry)
         seen = np.where(validity[..., None] > 0, texture, 0.0).astype(np.float32)
         uv, _ = complete(UVTexture(texture=seen, mask=validity.astype(np.float32), coverage=raw.coverage),
                          self.layout.mirror, layout=self.layout)
