@@ -99,13 +99,19 @@ def test_blanked_frames_are_flagged_and_interpolated(detector, astronaut, refere
     assert np.isnan(track.raw_landmarks[9]).all() and track.has_face.all()
 
 
-def test_gaps_at_the_ends_are_held_and_long_gaps_stay_empty(detector, astronaut):
+def test_gaps_at_the_ends_are_held_and_long_gaps_stay_empty(tmp_path: Path, detector, astronaut):
     frames = [np.full_like(astronaut, GREY)] * 2 + [astronaut] * 3 + [np.full_like(astronaut, GREY)] * 6
     track = track_frames(frames, detector=detector, config=TrackerConfig(max_gap=4))
     assert track.flags[:2] == (FrameFlag.HELD,) * 2 and track.flags[2:5] == (FrameFlag.DETECTED,) + (FrameFlag.TRACKED,) * 2
     assert np.allclose(track.landmarks[0], track.landmarks[2])
     assert track.flags[5:] == (FrameFlag.NONE,) * 6 and np.isnan(track.landmarks[5:]).all()
     assert track.counts() == {"detected": 1, "tracked": 2, "interpolated": 0, "held": 2, "none": 6}
+    saved = tmp_path / "track.npz"
+    np.savez(saved, **track.as_arrays())
+    with np.load(saved) as data:
+        again = Track.from_arrays(data)
+    assert again.flags == track.flags and np.array_equal(again.landmarks, track.landmarks, equal_nan=True)
+    assert np.array_equal(again.index, track.index) and np.array_equal(again.boxes, track.boxes, equal_nan=True)
     with pytest.raises(NoFaceError, match="no face found in any of the 3 video frames"):
         track_frames([np.full_like(astronaut, GREY)] * 3, detector=detector)
 

@@ -217,7 +217,7 @@ def test_not_a_video_image_missing_empty(tmp_path: Path):
     text = tmp_path / "notes.mp4"
     text.write_text("these are not the frames you are looking for\n" * 20)
     with pytest.raises(VideoError, match="not a video"):
-        list(read_frames(text))
+        read_frames(text)  # at once, before the first frame is asked for
     with pytest.raises(VideoError, match="is an image.*ganfit fit"):
         probe(ASTRONAUT)
     with pytest.raises(VideoError, match="not found"):

@@ -43,6 +43,7 @@ import numpy as np
 
 from .._atomic import write_temporary
 from ..errors import OutputError, VideoError
+from .images import _float_to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +99,6 @@ class VideoFrame:
     index: int
     time_s: float
     pixels: np.ndarray
-
-    @property
-    def height(self) -> int:
-        return int(self.pixels.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
 
 
 class VideoTruncatedWarning(UserWarning):
@@ -195,14 +188,14 @@ def _open(path: Path) -> tuple[Any, Any]:
         raise VideoError(f"{path} is a directory, not a video file")
     if path.stat().st_size == 0:
         raise VideoError(f"{path} is empty (0 bytes)")
-    if _sniff_video(_head(path)) is not True and _is_image_file(path):
+    sniffed = _sniff_video(_head(path))
+    if sniffed is not True and _is_image_file(path):
         raise VideoError(_image_message(path))
     av = _import_av()
     try:
         container = av.open(str(path), mode="r")
     except av.error.FFmpegError as exc:
-        hint = (" (an MP4/MOV whose recording was interrupted has no index and cannot be read)"
-                if _sniff_video(_head(path)) else "")
+        hint = " (an MP4/MOV whose recording was interrupted has no index and cannot be read)" if sniffed else ""
         raise VideoError(f"{path} is not a video FFmpeg can read, or it is corrupt{hint}: {exc}") from exc
     try:
         if any(key in container.format.name for key in _IMAGE_CONTAINERS):
@@ -382,12 +375,13 @@ class VideoReader:
                          and last + 2.5 * interval < info.duration_s)
         if info.frames is not None and self.frames_decoded < info.frames and (short_in_time or info.duration_s is None):
             self._stopped(f"only {self.frames_decoded} of the {info.frames} frames the file declares "
-                          f"could be decoded (stopped {self._at()})", stacklevel=5)
+                          f"could be decoded (stopped {self._at()})", stacklevel=4)
         elif info.frames is None and short_in_time:
             self._stopped(f"decoding stopped {self._at()} of the {info.duration_s:.3f} s the file declares",
-                          stacklevel=5)
+                          stacklevel=4)
 
-    def _stopped(self, reason: str, stacklevel: int = 4) -> None:
+    def _stopped(self, reason: str, stacklevel: int = 3) -> None:
+        """Record and warn; `stacklevel` makes the warning point at the code iterating the reader."""
         self.stopped_early, self.error = True, reason
         warnings.warn(f"{self.path} is truncated or corrupt: {reason}; the frames before were read",
                       VideoTruncatedWarning, stacklevel=stacklevel)
@@ -395,12 +389,14 @@ class VideoReader:
 
 def read_frames(path: str | os.PathLike, every: int = 1, start: float | None = None, end: float | None = None,
                 max_frames: int | None = None) -> Iterator[VideoFrame]:
-    """Yield the frames of the video at `path` one at a time; see `VideoReader` for the arguments.
+    """An iterator over the frames of the video at `path`, decoded one at a time; see `VideoReader` for
+    the arguments.
 
     A damaged file yields what decodes, then issues a `VideoTruncatedWarning` (use `VideoReader` to read
-    `stopped_early` / `error` as attributes). Raises VideoError for files that are not usable videos.
+    `stopped_early` / `error` as attributes). Raises VideoError at once (not at the first frame) for files
+    that are not usable videos.
     """
-    yield from VideoReader(path, every=every, start=start, end=end, max_frames=max_frames)
+    return iter(VideoReader(path, every=every, start=start, end=end, max_frames=max_frames))
 
 
 # ------------------------------------------------------------------------------------------- writing
@@ -524,7 +520,7 @@ def _as_rgb8(array: np.ndarray, i: int) -> np.ndarray:
     if data.dtype == np.uint8:
         return data
     if np.issubdtype(data.dtype, np.floating):
-        return np.clip(data * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return _float_to_uint8(data)
     raise ValueError(f"frame {i} must be uint8 or float in [0, 1], got {data.dtype}")
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ..errors import ConfigError, NoFaceError
-from .detect import NUM_LANDMARKS, Detection, FaceDetector, make_detector, select_face
+from .detect import NUM_LANDMARKS, Detection, FaceDetector, _as_uint8, make_detector, select_face
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +244,22 @@ class Track:
         """(N,) bool: landmarks available (flag other than NONE)."""
         return np.array([f is not FrameFlag.NONE for f in self.flags], dtype=bool)
 
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        """The track as plain arrays (for `np.savez`): index, time_s, flags (N,) str, landmarks, raw_landmarks,
+        boxes, scores; `from_arrays` reads them back."""
+        return {"index": self.index, "time_s": self.time_s, "flags": np.array([f.value for f in self.flags], dtype=str),
+                "landmarks": self.landmarks, "raw_landmarks": self.raw_landmarks, "boxes": self.boxes,
+                "scores": self.scores}
+
+    @classmethod
+    def from_arrays(cls, arrays: Any) -> "Track":
+        """A Track from `as_arrays`' mapping (or an opened .npz holding it)."""
+        return cls(index=np.asarray(arrays["index"], np.int64), time_s=np.asarray(arrays["time_s"], np.float64),
+                   flags=tuple(FrameFlag(str(v)) for v in arrays["flags"]),
+                   landmarks=np.asarray(arrays["landmarks"], np.float64),
+                   raw_landmarks=np.asarray(arrays["raw_landmarks"], np.float64),
+                   boxes=np.asarray(arrays["boxes"], np.float64), scores=np.asarray(arrays["scores"], np.float64))
+
     @classmethod
     def from_frames(cls, frames: Sequence[TrackedFrame]) -> "Track":
         """Stack per-frame results into a Track."""
@@ -311,9 +327,7 @@ def _patch(pixels: np.ndarray, box: np.ndarray) -> np.ndarray | None:
         return None
     crop = pixels[y0:y1, x0:x1]
     step = max(1, min(x1 - x0, y1 - y0) // (4 * PATCH_SIZE))  # cheap pre-reduction of big faces
-    crop = np.ascontiguousarray(crop[::step, ::step])
-    if crop.dtype != np.uint8:
-        crop = np.clip(crop * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    crop = _as_uint8(crop[::step, ::step])
     grey = PILImage.fromarray(crop).convert("L").resize((PATCH_SIZE, PATCH_SIZE), PILImage.Resampling.BILINEAR)
     values = np.asarray(grey, dtype=np.float64).ravel()
     values -= values.mean()
@@ -386,8 +400,8 @@ class FaceTracker:
         self._count += 1
         followed = self._followed
         tracked = self._track(pixels) if followed is not None and followed.active and self._box_landmarks else None
-        search = (tracked is None or self._since_search + 1 >= self.config.keyframe_interval)
-        flag, result, score = (FrameFlag.TRACKED, tracked, math.nan) if tracked is not None else (FrameFlag.NONE, None, math.nan)
+        search = tracked is None or self._since_search + 1 >= self.config.keyframe_interval
+        flag, result, score = FrameFlag.TRACKED, tracked, math.nan
         if search:
             found = self._search(pixels)
             if found is not None:
@@ -398,9 +412,9 @@ class FaceTracker:
                 self._followed.active = False
             if self._filter is not None:
                 self._filter.reset()
-            nan = np.full((NUM_LANDMARKS, 2), np.nan)
-            return TrackedFrame(index=index, time_s=time_s, flag=FrameFlag.NONE, landmarks=nan, raw_landmarks=nan,
-                                box=np.full(4, np.nan))
+            return TrackedFrame(index=index, time_s=time_s, flag=FrameFlag.NONE,
+                                landmarks=np.full((NUM_LANDMARKS, 2), np.nan),
+                                raw_landmarks=np.full((NUM_LANDMARKS, 2), np.nan), box=np.full(4, np.nan))
         box, raw = result
         self._remember(pixels, box, raw, detected=flag is FrameFlag.DETECTED)
         smoothed = self._filter(raw, time_s, scale=_width(box)) if self._filter is not None else raw.copy()
@@ -421,7 +435,7 @@ class FaceTracker:
             points = self.detector.landmarks(pixels, self._predicted_box())  # type: ignore[attr-defined]
         except ValueError:  # the box left the frame
             return None
-        box, scale = _carry_box(followed.ref_box, followed.ref_landmarks, points)
+        box, _ = _carry_box(followed.ref_box, followed.ref_landmarks, points)
         _, step = _carry_box(followed.ref_box, followed.landmarks, points)
         limit = self.config.max_scale_change
         if not (1.0 / limit <= step <= limit) or not np.isfinite(points).all():
@@ -462,10 +476,7 @@ class FaceTracker:
             index = self.config.face_index
             if index is not None and index >= len(candidates):
                 return None  # not enough faces in this frame to pick face number `index`
-            try:
-                return select_face(candidates, index, source="the video frame")
-            except NoFaceError:  # pragma: no cover - guarded above
-                return None
+            return select_face(candidates, index, source="the video frame")
         predicted = self._predicted_box()
         best = max(candidates, key=lambda d: box_iou(d.box, predicted))
         if box_iou(best.box, predicted) >= self.config.min_iou:
