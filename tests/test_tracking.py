@@ -84,6 +84,16 @@ def test_translated_astronaut_is_tracked(detector, astronaut, reference):
     assert track[5].flag is FrameFlag.TRACKED and track[5].has_face and math.isnan(track[5].score)
 
 
+def test_fast_motion_is_followed_without_searching(detector, astronaut, reference):
+    """20 px a frame (a quarter of the face's width): the box is carried forward with the last motion."""
+    shifts = [(20 * i - 200, 0) for i in range(20)]
+    tracker = FaceTracker(detector, TrackerConfig(smoothing=None))
+    track = track_frames([_shifted(astronaut, dx, dy) for dx, dy in shifts], tracker=tracker)
+    assert tracker.searches == 2 and track.counts()["tracked"] == 18
+    truth = np.stack([reference.landmarks + np.array(s, float) for s in shifts])
+    assert np.linalg.norm(track.raw_landmarks - truth, axis=-1).mean() < 0.8
+
+
 def test_blanked_frames_are_flagged_and_interpolated(detector, astronaut, reference):
     blank = {8, 9, 10}
     frames = [np.full_like(astronaut, GREY) if i in blank else _shifted(astronaut, dx, dy)
