@@ -67,6 +67,8 @@ def make_synthetic_faces(
     landmark_offsets: torch.Tensor | None = None,
     yaw_min_deg: float = 0.0,
     shape: torch.Tensor | None = None,
+    expression: torch.Tensor | None = None,
+    yaw_pitch_roll: torch.Tensor | None = None,
 ) -> SyntheticFaces:
     """`n` random faces: coefficients ~ N(0, 1) (the priors), yaw/pitch/roll uniform in +-range (|yaw| at
     least `yaw_min_deg`), depth uniform, the face centred in the image, focal = focal_ratio * max(W, H) *
@@ -77,17 +79,22 @@ def make_synthetic_faces(
     the model frame, moves each landmark's 3D point before projection (a detector whose points are not
     the model's landmark vertices; see `benchmarks/landmark_offsets.py`). Then i.i.d. Gaussian noise of
     `noise_px` pixels per coordinate. `shape` (Ks,): one person for all n faces (several photos of one
-    subject: their expressions, poses and cameras still differ); None: each face its own random shape."""
+    subject: their expressions, poses and cameras still differ); None: each face its own random shape.
+    `expression` (n, Ke) and `yaw_pitch_roll` (n, 3) degrees replace the random ones (a video's smooth motion)."""
     if convention not in ("2d", "3d"):
         raise ValueError(f"convention must be 2d or 3d, got {convention!r}")
     g = generator
     drawn = torch.randn(n, model.num_shape, generator=g, dtype=dtype)
     shape = drawn if shape is None else torch.as_tensor(shape, dtype=dtype).reshape(1, -1).expand(n, -1).clone()
     expr = torch.randn(n, model.num_expression, generator=g, dtype=dtype)
+    if expression is not None:
+        expr = torch.as_tensor(expression, dtype=dtype).clone()
     u = lambda r: (torch.rand(n, generator=g, dtype=dtype) * 2 - 1) * r  # noqa: E731
     yaw = u(1.0)
     yaw = torch.sign(yaw) * (yaw_min_deg + yaw.abs() * (yaw_deg - yaw_min_deg))
     ypr = torch.stack([yaw, u(pitch_deg), u(roll_deg)], -1)
+    if yaw_pitch_roll is not None:
+        ypr = torch.as_tensor(yaw_pitch_roll, dtype=dtype).clone()
     rot = matrix_from_euler(ypr)
     depth = depth_mm[0] + torch.rand(n, generator=g, dtype=dtype) * (depth_mm[1] - depth_mm[0])
     w, h = image_size
