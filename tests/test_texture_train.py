@@ -134,6 +134,36 @@ def test_load_uv_folder(tmp_path, blob_data):
         load_uv_folder(tmp_path, 8)
 
 
+def _split_dataset(folder, n_train: int = 12, n_val: int = 4):
+    """A dataset whose manifest (as `ganfit texture build-dataset` writes it) puts textures in two splits."""
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for i, img in enumerate(blobs(n_train + n_val, 16, seed=3)):
+        save_png(folder / f"uv_{i:03d}.png", img)
+        items.append({"name": f"uv_{i:03d}", "split": "train" if i < n_train else "validation",
+                      "outputs": {"uv": f"uv_{i:03d}.png"}})
+    (folder / "manifest.json").write_text(json.dumps({"face_model": {"uv_layout": LAYOUT}, "items": items}))
+    return folder
+
+
+def test_splits_of_a_dataset_manifest(tmp_path):
+    data_dir = _split_dataset(tmp_path / "d")
+    train_uv, train_files = load_uv_folder(data_dir, 8, split="train")
+    val_uv, val_files = load_uv_folder(data_dir, 8, split="validation")
+    assert len(train_uv) == 12 and len(val_uv) == 4 and not set(train_files) & set(val_files)
+    with pytest.raises(ConfigError, match="in split 'test'"):
+        load_uv_folder(data_dir, 8, split="test")
+    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), resolution=16, batch_size=4, fade_kimg=0.008,
+                      stable_kimg=0.008, total_kimg=0.04, data_split="train", swd_split="validation",
+                      swd_every_kimg=0.04, swd_images=4, swd_descriptors=8, sample_every_kimg=0, **TINY)
+    result = train(cfg, progress=False)
+    model = TexturePGGAN.load(result.model_path)
+    assert model.meta["dataset_size"] == 12 and result.swd_history  # trained on train, SWD on validation
+    plain = write_dataset(tmp_path / "plain", n=4)
+    with pytest.raises(ConfigError, match="no manifest.json with items"):
+        load_uv_folder(plain, 8, split="train")
+
+
 def test_real_batches_are_mirrored_dataset_images(blob_data):
     cfg = TrainConfig(data=str(blob_data), resolution=16, color_jitter=0.0, batch_size=32, **TINY)
     data, _ = load_uv_folder(blob_data, 16)

@@ -79,6 +79,10 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="UV layout id of the textures (default: read from the dataset's manifest.json)")
     p.add_argument("--swd-data", default=None, metavar="DIR",
                    help="held-out UV textures to measure SWD against (default: a fixed subset of --data)")
+    p.add_argument("--split", default=None, metavar="NAME",
+                   help="train on the dataset manifest's items of this split, e.g. train (default: all textures)")
+    p.add_argument("--swd-split", default=None, metavar="NAME",
+                   help="measure SWD against this split of --swd-data (or of --data), e.g. validation")
     p.add_argument("--no-mirror", action="store_true",
                    help="no horizontal-flip augmentation (use for a UV layout that is not mirror-symmetric)")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
@@ -106,7 +110,7 @@ _OPTION_FIELDS = {
     "data": "data", "resolution": "resolution", "seed": "seed", "device": "device", "kimg": "total_kimg",
     "fade_kimg": "fade_kimg", "stable_kimg": "stable_kimg", "lr": "lr", "latent_dim": "latent_dim",
     "fmap_base": "fmap_base", "fmap_max": "fmap_max", "r1_gamma": "r1_gamma", "uv_layout": "uv_layout",
-    "swd_data": "swd_data",
+    "swd_data": "swd_data", "split": "data_split", "swd_split": "swd_split",
 }
 
 

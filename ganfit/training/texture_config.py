@@ -16,7 +16,7 @@ __all__ = ["TrainConfig", "TrainResult", "ARCHITECTURE_FIELDS"]
 
 ARCHITECTURE_FIELDS = ("resolution", "latent_dim", "fmap_base", "fmap_max", "fmap_min", "mbstd_group")
 #: options that may change on resume without changing the weights
-HARMLESS_FIELDS = frozenset({"out", "total_kimg", "swd_every_kimg", "swd_images", "swd_descriptors", "swd_data",
+HARMLESS_FIELDS = frozenset({"out", "total_kimg", "swd_every_kimg", "swd_images", "swd_descriptors", "swd_data", "swd_split",
                              "sample_every_kimg", "checkpoint_every_kimg", "sample_grid", "name"})
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ class TrainConfig:
     """Options of `train`.
 
     data: folder of UV textures (see the module doc). out: run folder (created).
+    data_split: train only on the manifest items of this split ("train"; None: every texture).
     resolution: side of the square textures the final level produces (power of two, 8..512).
     latent_dim, fmap_base, fmap_max, fmap_min, mbstd_group: architecture (see `GeneratorConfig`).
     batch_size: minibatch size; batch_size_by_resolution: overrides by level side, e.g. {256: 8, 512: 4}.
@@ -38,7 +39,8 @@ class TrainConfig:
     mirror, color_jitter: augmentation (horizontal flip with probability 1/2; gain/offset amplitude).
     seed: seeds initialisation, data order, augmentation and latents.
     swd_every_kimg: SWD interval (0: never); swd_images: reals held for it (a fixed subset of `data`, or
-        of `swd_data` when given); swd_descriptors: neighbourhoods per image and level.
+        of `swd_data` when given); swd_descriptors: neighbourhoods per image and level; swd_split: the
+        manifest split of `swd_data` (or, without it, of `data`) the SWD reals come from ("validation").
     sample_every_kimg, checkpoint_every_kimg: grid-PNG and checkpoint intervals (0: only at the end).
     sample_grid: the grid's side (sample_grid**2 fixed latents).
     device: "auto" (CUDA when present), "cpu", "cuda", "cuda:N".
@@ -48,6 +50,7 @@ class TrainConfig:
     """
 
     data: str = ""
+    data_split: str | None = None
     out: str = "runs/texture"
     resolution: int = 256
     latent_dim: int = 512
@@ -74,6 +77,7 @@ class TrainConfig:
     swd_images: int = 256
     swd_descriptors: int = 128
     swd_data: str | None = None
+    swd_split: str | None = None
     sample_every_kimg: float = 20.0
     checkpoint_every_kimg: float = 20.0
     sample_grid: int = 4

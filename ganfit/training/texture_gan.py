@@ -337,7 +337,7 @@ def train(
     manifest_layout = manifest_uv_layout(cfg.data)
     if manifest_layout and manifest_layout != layout:
         raise ConfigError(f"{cfg.data}: the manifest says UV layout {manifest_layout}, but uv_layout={layout} was given")
-    data, files = load_uv_folder(cfg.data, cfg.resolution)
+    data, files = load_uv_folder(cfg.data, cfg.resolution, split=cfg.data_split)
     log.info("training data: %d textures from %s at %dx%d", len(data), cfg.data, cfg.resolution, cfg.resolution)
     if len(data) < 2:
         raise ConfigError(f"{cfg.data}: found {len(data)} texture; a GAN needs many (hundreds or more)")
@@ -357,9 +357,9 @@ def train(
         log.info("resuming %s at step %d (%d images seen)", out, trainer.step, trainer.images_seen)
     atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=1, sort_keys=True) + "\n")
 
-    # Held reals for the SWD: a fixed subset of the data (or of swd_data), never re-drawn.
-    if cfg.swd_data:
-        swd_reals, _ = load_uv_folder(cfg.swd_data, cfg.resolution, limit=cfg.swd_images)
+    # Held reals for the SWD: a fixed subset of swd_data, of data's swd_split, or of the training data; never re-drawn.
+    if cfg.swd_data or cfg.swd_split:
+        swd_reals, _ = load_uv_folder(cfg.swd_data or cfg.data, cfg.resolution, limit=cfg.swd_images, split=cfg.swd_split)
     else:
         pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed + 3))[: cfg.swd_images]
         swd_reals = data[pick]
