@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .. import __version__
 from .._names import escape_controls
+if TYPE_CHECKING:
+    from ..fitting import FitConfig
 from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, GanfitError, NothingFittedError
 
 log = logging.getLogger("ganfit")
@@ -299,9 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ganfit {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", metavar="{fit,assets,model,texture}")
+    sub = parser.add_subparsers(dest="command", metavar="{fit,fit-video,assets,model,texture}")
     sub.required = True
     _add_fit(sub)
+    from .video import add_fit_video_parser
+
+    add_fit_video_parser(sub)
     _add_assets(sub)
     _add_model(sub)
     _add_texture(sub)

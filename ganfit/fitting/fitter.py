@@ -227,7 +227,11 @@ class Fitter:
 
     def _load(self, item: Any):
         from ..io.images import load_image
+        from ..io.video import is_video_path
 
+        if isinstance(item, (str, Path)) and Path(item).is_file() and is_video_path(item):
+            raise ImageError(f"{item} is a video, not a photo: use `ganfit fit-video` (Python: "
+                             "ganfit.fitting.video_fit.fit_video)")
         return load_image(item)
 
     def _prepare(self, item: Any, spec: Any, k: int, timings: dict[str, float]):

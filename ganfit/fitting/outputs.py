@@ -94,16 +94,20 @@ def output_layout(path: str | os.PathLike, sources: Sequence[str | None],
         json=folder / f"{s}.json", overlay=folder / f"{s}_overlay.png") for s in stems]
 
 
-def identity_layout(path: str | os.PathLike, faces: Sequence[FaceOutputs], count: int) -> list[FaceOutputs]:
-    """The files of `count` people's identities (`Fitter.fit(..., subjects=...)`) beside the faces of
-    `output_layout(path, ...)`: ``identity.<ext>`` in folder mode (``identity_<s>`` for several people),
-    ``<stem>_identity.<ext>`` for a mesh path; a name a face already has gets ``_<s>`` appended."""
-    if not faces or count < 1:
+def identity_layout(path: str | os.PathLike, count: int, faces: Sequence[FaceOutputs] = ()) -> list[FaceOutputs]:
+    """The files of `count` people's identities (`Fitter.fit(..., subjects=...)`) for the output `path` (the
+    rules of `output_layout`), beside `faces`: ``identity.<ext>`` in folder mode (``identity_<s>`` for several
+    people), ``<stem>_identity.<ext>`` for a mesh path; a name a face already has gets ``_<s>`` appended.
+
+    Raises:
+        OutputError: as `output_layout`.
+    """
+    if count < 1:
         return []
     raw = os.fspath(path)
     p = Path(raw)
-    first = faces[0]
-    folder, fmt = first.mesh.parent, first.format
+    probe = output_layout(path, [None])[0]  # the folder and format of this path
+    folder, fmt = probe.mesh.parent, probe.format
     folder_mode = folder == p or raw.endswith(("/", os.sep)) or not p.suffix
     base = "identity" if folder_mode else f"{p.stem}_identity"
     taken = {f.mesh.stem.casefold() for f in faces}

@@ -187,7 +187,7 @@ class FitResult:
         t_start = time.perf_counter()
         spent = dict.fromkeys(("save_png", "save_mtl", "save_obj", "save_overlay", "save_json", "save_write"), 0.0)
         layout = self.output_paths(path)
-        people = identity_layout(path, layout, len(self.identities))
+        people = identity_layout(path, len(self.identities), layout)
         check_targets(layout + people)
         if layout:
             make_folder(layout[0].mesh.parent)
@@ -202,16 +202,33 @@ class FitResult:
             t = _spend(spent, "save_json", t)
             written += write_face_set(files, payloads)
             _spend(spent, "save_write", t)
+        written += self._write_identities(people, spent)
+        self.timings.update(spent)
+        self.timings["save"] = time.perf_counter() - t_start
+        return written
+
+    def save_identities(self, path: str | Path) -> list[Path]:
+        """Write only the people's neutral faces (`identities`) for the output `path` (`outputs.identity_layout`:
+        ``identity.obj`` etc. in a folder, ``<stem>_identity.obj`` beside a mesh path). Returns the paths."""
+        people = identity_layout(path, len(self.identities))
+        check_targets(people)
+        if people:
+            make_folder(people[0].mesh.parent)
+        return self._write_identities(people, {})
+
+    def _write_identities(self, people: list[FaceOutputs], spent: dict[str, float]) -> list[Path]:
+        written: list[Path] = []
         for s, files in enumerate(people):
             frames = [i for i, fs in enumerate(self.frame_subject) if fs == s]
-            payloads = self._mesh_payloads(self.identities[s], files, f"neutral identity of {len(frames)} photos", spent)
+            payloads = self._mesh_payloads(self.identities[s], files, f"neutral identity of {len(frames)} photos",
+                                           {**dict.fromkeys(("save_png", "save_mtl", "save_obj"), 0.0), **spent})
             record = {"subject": s, "mode": self.config.get("same_person"), "photos": [self.sources[i] for i in frames],
                       "input_index": [self.input_index[i] if self.input_index else i for i in frames],
                       "shape": self.params.shape[frames[0]].tolist(), "model": self.model_info}
+            if self.joint is not None:
+                record["texture_latent"] = self.joint.results[frames[0]].latent[0].detach().cpu().tolist()
             payloads.append((files.json, json.dumps(record, indent=1)))
             written += write_face_set(files, payloads)
-        self.timings.update(spent)
-        self.timings["save"] = time.perf_counter() - t_start
         return written
 
     def _payloads(self, i: int, files: FaceOutputs, overlay: bool, spent: dict[str, float]

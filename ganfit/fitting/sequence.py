@@ -29,7 +29,7 @@ from .losses import face_size
 from .params import FitParams
 from .solvers.lm import LMSettings, levenberg_marquardt
 
-__all__ = ["SequenceFit", "TemporalSmoothing", "fit_sequence"]
+__all__ = ["SequenceFit", "TemporalSmoothing", "fit_sequence", "unknowns_to_params"]
 
 
 @dataclass(frozen=True)
@@ -164,14 +164,18 @@ def fit_sequence(stage: LandmarkStage, identity: FitParams, landmarks: np.ndarra
             x_prev, t_prev = x, float(times[i])
         if progress is not None:
             progress(i)
-    return SequenceFit(params=_params(stage, unknowns, p0), fitted=faces.copy(), landmarks=fitted_lm,
+    return SequenceFit(params=unknowns_to_params(stage, unknowns, identity), fitted=faces.copy(), landmarks=fitted_lm,
                        reprojection_px=err, iterations=iters, unknowns=unknowns)
 
 
-def _params(stage: LandmarkStage, unknowns: np.ndarray, p0: LandmarkProblem) -> FitParams:
-    """`FitParams` (N) of the unknowns (NaN rows stay NaN)."""
-    x = torch.as_tensor(unknowns, dtype=torch.float64)
+def unknowns_to_params(stage: LandmarkStage, unknowns: np.ndarray, identity: FitParams) -> FitParams:
+    """`FitParams` (N) of per-frame unknowns (N, P) fitted from `identity` (its focal length is the prior
+    the unknowns' log-focal entry is relative to; the principal point is the frames' centre). NaN rows stay
+    NaN."""
+    x = torch.as_tensor(np.asarray(unknowns), dtype=torch.float64)
     n = x.shape[0]
-    shape, expr, _, t, focal = decode(x, stage.layout, p0.focal0.cpu().expand(n))
+    focal0 = identity.focal.detach().cpu().double().reshape(1).expand(n)
+    shape, expr, _, t, focal = decode(x, stage.layout, focal0)
+    principal = identity.principal.detach().cpu().reshape(1, 2).expand(n, -1)
     return FitParams(shape=shape.float(), expression=expr.float(), rotation=x[:, stage.layout.rot].float(),
-                     translation=t.float(), focal=focal.float(), principal=p0.principal.cpu().expand(n, -1).float())
+                     translation=t.float(), focal=focal.float(), principal=principal.float())
