@@ -14,6 +14,7 @@ from PIL import Image, ImageOps
 from ganfit.errors import GanfitError, ImageError
 from ganfit.training.uv_dataset import build_uv_dataset, hash_distance, perceptual_hash
 from ganfit.training.uv_filters import FilterConfig
+from ganfit.training.uv_sources import PhotoSource
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
 
@@ -213,6 +214,19 @@ def test_thresholds_and_cli_errors(tmp_path, fitter):
     assert report.by_reason == {"uneven_light": 1} and abs(report.rejected[0]["asymmetry_delit"]) > 1e-6
     report = build_uv_dataset(photos, tmp_path / "o7", fitter=fitter, quiet=True, filters=FilterConfig(max_yaw_deg=0.01))
     assert report.by_reason == {"pose": 1}
+    # at most N photos of one person; a resumed build with a higher cap takes the rest
+    two = tmp_path / "two"
+    two.mkdir()
+    shutil.copy(EXAMPLE, two / "a1.png")
+    ImageOps.mirror(Image.open(EXAMPLE).convert("RGB")).save(two / "a2.png")
+    same = [PhotoSource(name="p", root=str(two), identity="pattern", id_pattern=r"^(a)")]
+    report = build_uv_dataset(None, tmp_path / "o8", sources=same, fitter=fitter, quiet=True,
+                              filters=FilterConfig(max_per_identity=1))
+    assert report.written == 1 and report.by_reason == {"identity_cap": 1}
+    assert report.rejected[0]["identity"] == "p:a"
+    report = build_uv_dataset(None, tmp_path / "o8", sources=same, fitter=fitter, quiet=True,
+                              filters=FilterConfig(max_per_identity=2))
+    assert report.written == 2 and report.rejected == [] and report.processed == 1
     with pytest.raises(ImageError, match="not found"):
         build_uv_dataset(tmp_path / "missing", tmp_path / "o3", fitter=fitter)
     (tmp_path / "empty").mkdir()

@@ -115,6 +115,8 @@ def add_data_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-residual-asymmetry", type=float, default=d.max_residual_asymmetry, metavar="F",
                    help="reject UVs whose left/right log-brightness asymmetry after de-lighting is above this "
                    "(default: %(default)s)")
+    p.add_argument("--max-per-identity", type=_positive_int, default=None, metavar="N",
+                   help="accept at most N photos of one person (default: no cap)")
     p.add_argument("--no-delight", action="store_true", help="keep the photo's lighting (no SH division)")
     p.add_argument("--validation-fraction", type=float, default=DEFAULT_VALIDATION_FRACTION, metavar="F",
                    help="share of identities in the validation split (default: %(default)s)")
@@ -161,7 +163,7 @@ def run_build_dataset(args: argparse.Namespace) -> int:
         max_landmark_error=args.max_error, min_visible=args.min_visible, duplicate_distance=args.duplicate_distance,
         min_face_px=args.min_face_px, min_colourfulness=args.min_colourfulness, min_sharpness=args.min_sharpness,
         max_yaw_deg=args.max_yaw, max_pitch_deg=args.max_yaw, second_face_ratio=args.second_face_ratio,
-        max_residual_asymmetry=args.max_residual_asymmetry,
+        max_residual_asymmetry=args.max_residual_asymmetry, max_per_identity=args.max_per_identity,
     )
     report = build_uv_dataset(
         args.photos_dir, args.output, sources=load_sources(args.sources) if args.sources else None,

@@ -22,7 +22,8 @@ which are guesses, for filtering, for the PCA's EM (`ganfit.model.texture.linear
 on seen texels only.
 
 **Resumable**: a build into a folder that holds ``records.jsonl`` skips the photos recorded there (accepted
-or rejected) and rebuilds its duplicate index from them; outputs are written atomically before their record
+or rejected; those rejected by the per-person cap are judged again) and rebuilds its duplicate index and
+per-person counts from them; outputs are written atomically before their record
 line, so a killed build loses at most the photo it was working on. Photos are processed in a fixed,
 shuffled, source-interleaved order (`uv_sources.iterate_photos`), so a partial build is a sample of all
 sources. Filters and their thresholds: `uv_filters.FilterConfig` / `REASONS`; a bad photo is rejected
@@ -30,6 +31,7 @@ with its reason, never an exception.
 """
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import json
 import logging
@@ -174,7 +176,7 @@ def build_uv_dataset(
     from ..fitting.fitter import Fitter
     from ..io.images import save_png
     from ..model.texture.base import model_uv_layout_id
-    from .uv_sample import SampleMaker
+    from .uv_sample import Sample, SampleMaker
 
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -209,14 +211,16 @@ def build_uv_dataset(
     duplicates = DuplicateIndex(filters.duplicate_distance)
     taken: set[str] = set()
     done: set[str] = set()
+    per_identity: collections.Counter[str] = collections.Counter()  # accepted photos per person
     for record in read_jsonl(out_dir / RECORDS):  # an earlier run's work
-        if record.get("key") in done:
+        if record.get("key") in done or record.get("reason") == "identity_cap":  # capped photos: judged again
             continue
         done.add(record["key"])
         if "reason" in record:
             report.rejected.append(record)
         elif all((out_dir / rel).is_file() for rel in (record.get("outputs") or {"": ""}).values()):
             report.items.append(record)
+            per_identity[record["identity"]] += 1
             taken.add(record["name"].lower())
             duplicates.add(record["sha256"], int(record["phash"], 16), record["key"])
         else:
@@ -257,7 +261,13 @@ def build_uv_dataset(
     t_run = time.perf_counter()
     try:
         for photo in bar:
-            sample = maker.make(photo, duplicates)
+            who = photo.source.identity_of(photo.rel)
+            if filters.max_per_identity is not None and per_identity[who] >= filters.max_per_identity:
+                sample = Sample({"key": photo.key, **photo.source.provenance(), "path": photo.source.repo_path(photo.rel),
+                                 "identity": who, "reason": "identity_cap",
+                                 "message": f"{per_identity[who]} photos of {who} already accepted"})
+            else:
+                sample = maker.make(photo, duplicates)
             entry = sample.entry
             entry["split"] = split_of(entry["identity"], validation_fraction)
             if sample.accepted:
@@ -267,6 +277,7 @@ def build_uv_dataset(
                 save_png(out_dir / outputs["mask"], sample.mask)
                 entry = {"name": name, **entry, "outputs": outputs}
                 report.items.append(entry)
+                per_identity[who] += 1
                 duplicates.add(entry["sha256"], int(entry["phash"], 16), photo.key)
             else:
                 report.rejected.append(entry)

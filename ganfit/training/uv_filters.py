@@ -18,6 +18,7 @@ __all__ = ["FilterConfig", "REASONS", "face_crop", "colourfulness", "sharpness",
 
 #: reason codes of rejected photos, in the order the filters run
 REASONS = {
+    "identity_cap": "max_per_identity photos of this person are already in the corpus",
     "unreadable": "the file could not be read as an image",
     "duplicate": "an exact or near duplicate of a photo already in the corpus",
     "no_face": "no face was detected",
@@ -64,6 +65,8 @@ class FilterConfig:
         (`uv_delight.brightness_asymmetry`). On the first 495 accepted photos of the corpus build it fell
         from a median of 0.16 in the photo to 0.028 de-lit; above 0.25 (4.4 % of them) the de-lit UVs
         still show a dark half: cast shadows, hair over one side, light the SH model cannot remove.
+    max_per_identity: accept at most this many photos of one person (None: no cap), so that the few people
+        with hundreds of photos (LFW: George W. Bush 530, Colin Powell 236) do not dominate the corpus.
     """
 
     max_landmark_error: float = 0.03
@@ -76,6 +79,7 @@ class FilterConfig:
     max_yaw_deg: float = 30.0
     max_pitch_deg: float = 30.0
     max_residual_asymmetry: float = 0.25
+    max_per_identity: int | None = None
 
     def __post_init__(self) -> None:
         if not self.max_landmark_error > 0:
@@ -87,6 +91,8 @@ class FilterConfig:
         for name in ("min_face_px", "min_colourfulness", "min_sharpness", "max_residual_asymmetry"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.max_per_identity is not None and self.max_per_identity < 1:
+            raise ConfigError(f"max_per_identity must be at least 1 (None: no cap), got {self.max_per_identity}")
         if not (0 < self.max_yaw_deg <= 180 and 0 < self.max_pitch_deg <= 180):
             raise ConfigError(f"pose limits must be in (0, 180], got {self.max_yaw_deg}, {self.max_pitch_deg}")
 
