@@ -188,7 +188,6 @@ class SampleMaker:
             entry.update(reason="low_visibility", message=f"the photo shows {100 * visible:.0f} % of the face "
                          f"region, below {100 * f.min_visible:.0f} %")
             return Sample(entry)
-        entry["asymmetry_photo"] = _round(brightness_asymmetry(raw.texture, raw.mask, self.skin_uv))
         if self.delight_options is not None and mesh.colors is not None and mesh.normals_camera is not None:
             normals = mesh.normals_camera.detach().cpu().numpy()
             weights = (np.asarray(mesh.visible, bool) & self.skin_vertices).astype(np.float32)
@@ -203,6 +202,8 @@ class SampleMaker:
             entry["albedo_level"] = np.round(level, 4).tolist()
         else:
             texture, validity = raw.texture, raw.mask
+        # before and after on the same texels: both sides seen with validity > 0.5, on the skin
+        entry["asymmetry_photo"] = _round(brightness_asymmetry(raw.texture, validity, self.skin_uv))
         entry["asymmetry_delit"] = residual = _round(brightness_asymmetry(texture, validity, self.skin_uv))
         if residual is not None and abs(residual) > f.max_residual_asymmetry:
             entry.update(reason="uneven_light", message=f"left/right brightness asymmetry {residual:+.2f} after "
