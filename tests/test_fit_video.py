@@ -103,6 +103,15 @@ def test_bad_inputs_say_what_to_do(clip, tmp_path):
     assert main(["fit-video", str(PHOTO), "-o", str(tmp_path / "o3"), "-q"]) == 2
 
 
+def test_a_truncated_video_is_fitted_as_far_as_it_decodes(clip, tmp_path):
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.95)])  # H.264's last frames lost (less and no frame decodes)
+    with pytest.warns(UserWarning):
+        res = fit_video(cut, tmp_path / "o", FIT, VideoFitConfig(keyframes=2, overlay=False))
+    assert 0 < res.frames < N and res.fitted == res.frames and res.stopped_early
+
+
 def test_fit_video_on_the_command_line(clip, tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["fit-video", str(clip), "-o", str(out), "--keyframes", "2", "--no-overlay", "--max-frames", "8"]) == 0
