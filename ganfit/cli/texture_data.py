@@ -23,8 +23,9 @@ outputs (in UV_DIR):
   records.jsonl   one line per photo: source repo, commit, path, sha256, licence, identity, split, labels,
                   every filter measure, fit error, pose, light, asymmetry before/after; or why rejected
   manifest.json   all records with the settings, face model, UV layout id and counts
-Filters (thresholds below): duplicates, no face, a second large face, small face, grayscale, blur,
-landmark error, pose, visibility, light left after de-lighting. A build into a folder with records.jsonl continues where it stopped.
+Filters (thresholds below): per-person cap, duplicates, no face, a second large face, small face,
+grayscale, blur, landmark error, pose, visibility, light left after de-lighting. A build into a folder
+with records.jsonl continues where it stopped.
 
 sources file (--sources, JSON or YAML; see ganfit.training.uv_sources):
   sources:
@@ -106,7 +107,8 @@ def add_data_parsers(subparsers: argparse._SubParsersAction) -> None:
                    help="reject face crops whose mean chroma (max - min of RGB) is below this: grayscale photos "
                    "(default: %(default)s)")
     p.add_argument("--min-sharpness", type=float, default=d.min_sharpness, metavar="F",
-                   help="reject face crops whose Laplacian std at 128 px is below this: blur (default: %(default)s)")
+                   help="reject face crops whose sharpness (Laplacian std / grey std at 128 px) is below this: blur "
+                   "(default: %(default)s)")
     p.add_argument("--max-yaw", type=float, default=d.max_yaw_deg, metavar="DEG",
                    help="reject fits turned further than this (also the pitch limit) (default: %(default)s)")
     p.add_argument("--second-face-ratio", type=float, default=d.second_face_ratio, metavar="F",
