@@ -30,30 +30,33 @@ def _neutral_error(model, shape: torch.Tensor, truth: torch.Tensor) -> torch.Ten
 
 
 @pytest.mark.assets
-def test_a_shared_identity_recovers_the_face_better_than_single_photo_fits(bfm):
-    """Three people, five photos each at up to 45 deg yaw with 2 px landmark noise: the shared shape is closer
-    to the truth than the photos' own fits (measured: 1.6-1.7 mm against 2.1-3.8 mm), identical over a
-    person's photos, and the landmarks still fit."""
+def test_one_identity_for_a_persons_photos_is_closer_to_the_truth_than_their_own_fits(bfm):
+    """Four people, five photos each at up to 45 deg yaw with 2 px landmark noise: both modes give one shape
+    per person, identical over the photos, closer to the truth on average than the photos' own fits (measured
+    2026-12-06: own fits 2.57 mm, shared 2.47 mm, average 2.51 mm; counting the shape prior once would give
+    1.68 mm here but is worse on real photos, see `landmark_shared`), and the landmarks still fit."""
     g = torch.Generator().manual_seed(0)
     # the synthetic landmarks are the model's own landmark vertices, not the table calibrated on dlib's points
     cfg = FitConfig(device="cpu", quiet=True, texture_size=0, landmark_table="model")
-    for person in range(3):
+    errors = {"own": [], "shared": [], "average": []}
+    for person in range(4):
         truth = torch.randn(bfm.num_shape, generator=g, dtype=torch.float64)
         syn = make_synthetic_faces(bfm, 5, g, shape=truth, yaw_deg=45, noise_px=2.0)
         lms = list(syn.landmarks.numpy())
         own = Fitter(cfg, model=bfm).fit([GREY] * 5, landmarks=lms)
-        shared = Fitter(cfg, model=bfm).fit([GREY] * 5, landmarks=lms, subjects=["p"] * 5)
-        average = Fitter(cfg.replace(same_person="average"), model=bfm).fit([GREY] * 5, landmarks=lms, subjects=[7] * 5)
+        shared = Fitter(cfg.replace(same_person="shared"), model=bfm).fit([GREY] * 5, landmarks=lms, subjects=["p"] * 5)
+        average = Fitter(cfg, model=bfm).fit([GREY] * 5, landmarks=lms, subjects=[7] * 5)
         assert shared.frame_subject == [0] * 5 and len(shared.identities) == 1
         for res in (shared, average):
             assert torch.allclose(res.params.shape, res.params.shape[:1].expand(5, -1))
-        e_own = _neutral_error(bfm, own.params.shape, truth).mean()
-        e_shared = _neutral_error(bfm, shared.params.shape[:1], truth)[0]
-        e_avg = _neutral_error(bfm, average.params.shape[:1], truth)[0]
-        assert e_shared < 0.85 * e_own, (person, float(e_shared), float(e_own))
-        assert e_avg < 1.05 * e_own
-        assert float(shared.reprojection_error_px().max()) < 5.0
-        assert not torch.equal(shared.params.expression[0], shared.params.expression[1])  # frames stay their own
+            assert float(res.reprojection_error_px().max()) < 5.0
+            assert not torch.equal(res.params.expression[0], res.params.expression[1])  # frames stay their own
+        errors["own"].append(float(_neutral_error(bfm, own.params.shape, truth).mean()))
+        errors["shared"].append(float(_neutral_error(bfm, shared.params.shape[:1], truth)[0]))
+        errors["average"].append(float(_neutral_error(bfm, average.params.shape[:1], truth)[0]))
+    mean = {k: float(np.mean(v)) for k, v in errors.items()}
+    assert mean["shared"] < mean["own"] and mean["average"] < mean["own"], mean
+    assert FitConfig().same_person == "average"
     mixed = Fitter(cfg, model=bfm).fit([GREY] * 5, landmarks=lms, subjects=["a", "b", "a", "b", "c"])
     assert mixed.frame_subject == [0, 1, 0, 1, 2] and len(mixed.identities) == 3
     assert torch.equal(mixed.params.shape[0], mixed.params.shape[2]) and not torch.equal(mixed.params.shape[0], mixed.params.shape[1])
@@ -106,13 +109,13 @@ def test_same_person_on_the_command_line_writes_the_identity_and_skips_a_bad_pho
     second = tmp_path / "second.png"
     second.write_bytes(photo.read_bytes())
     out = tmp_path / "out"
-    code = main(["fit", str(photo), str(second), str(bad), "--same-person", "--same-person-mode", "average",
+    code = main(["fit", str(photo), str(second), str(bad), "--same-person", "--same-person-mode", "shared",
                  "--texture-size", "64", "-o", f"{out}/", "-q"])
     assert code == 1
     names = sorted(p.name for p in out.iterdir())
     assert {"astronaut.obj", "second.obj", "identity.obj", "identity.json", "identity_texture.png"} <= set(names)
     record = json.loads((out / "identity.json").read_text())
-    assert record["mode"] == "average" and record["input_index"] == [0, 1] and len(record["photos"]) == 2
+    assert record["mode"] == "shared" and record["input_index"] == [0, 1] and len(record["photos"]) == 2
     a = json.loads((out / "astronaut.json").read_text())
     assert np.allclose(a["params"]["shape"], record["shape"]) and a["subject"] == 0
     assert main(["fit", str(photo), "--same-person-mode", "shared", "-o", f"{out}/x.obj", "-q"]) == 2

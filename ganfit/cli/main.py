@@ -92,8 +92,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    "identity_texture.png blended from every photo that sees each texel and identity.json) beside "
                    "the photos' meshes. With the joint stage the photos also share one texture latent")
     p.add_argument("--same-person-mode", choices=["shared", "average"], default=None,
-                   help="with --same-person: shared (default: one shape fitted to all photos together) or average "
-                   "(GANFit's: the mean of the photos' own shapes, then each photo refitted with it fixed)")
+                   help="with --same-person: average (default, GANFit's: the mean of the photos' own shapes, then "
+                   "each photo refitted with it fixed) or shared (one shape fitted to all photos together); on 9 "
+                   "real people the two are about equal, both more person-specific than single-photo fits")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file with FitConfig options; command-line options override it")
     p.add_argument("--landmarks", nargs="+", metavar="FILE",
                    help="68-point landmark files (.pts, .json, .npy, .txt), one per photo, instead of detecting")

@@ -114,10 +114,14 @@ class FitConfig:
         with it: beside the shipped 32 x 32 texture GAN the blend's unseen parts (sides, neck) are that
         GAN's blotchy texture, which looks worse than the symmetry-completed photo.
     same_person: how the landmark stage fits several photos of one person (`Fitter.fit(..., subjects=...)`,
-        `ganfit fit --same-person`): "shared" (default: one shape fitted to every photo of the person with
-        each photo's expression, pose and focal length; on 4 synthetic people x 5 views at 2 px landmark noise
-        the neutral shape is 1.68 mm from the truth against 2.57 mm for single-photo fits) or "average"
-        (GANFit: the mean of the photos' own shapes, then each photo refitted with it fixed; 2.51 mm there).
+        `ganfit fit --same-person`): "average" (default; GANFit's: the mean of the photos' own shapes, then
+        each photo's expression, pose and focal length refitted with it fixed) or "shared" (one shape fitted
+        to every photo together, with each photo's expression, pose and focal length; `landmark_shared`).
+        Chosen by benchmarks/same_person.py (RESULTS.md "Several photos of one person", 9 people x 3 photos,
+        each held back in turn, the other two fitted): the shape's distance to the held-back photo's fit
+        over its distance to other people's is 0.572 for average, 0.580 for shared and 0.624 for the photos'
+        own fits, at a landmark error of 1.68 / 1.67 / 1.61 %. The joint stage always shares (ties) the shape
+        and texture latent of a person's photos.
     rotation: "axis_angle" or "6d" (Zhou et al. CVPR 2019) parametrisation of the head rotation.
     num_shape / num_expression: how many model components to fit (None = all).
     landmark_convention: which model points the landmarks are. "2d": the jaw line follows the visible
@@ -190,7 +194,7 @@ class FitConfig:
     identity_weights: str | None = None
     texture_model: str = "default"
     texture: Literal["photo", "model", "blend"] = "photo"
-    same_person: Literal["shared", "average"] = "shared"
+    same_person: Literal["shared", "average"] = "average"
     quiet: bool = False
 
     def __post_init__(self) -> None:

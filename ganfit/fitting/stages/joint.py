@@ -307,7 +307,7 @@ class JointStage:
             latent: (B, D) start texture latent instead of the best random candidate (see `initial_variables`).
             lighting: (B, 9, 3) start SH lighting instead of the least-squares light.
             frame_subject: (B,) long, each photo's person: photos of one person share their shape and texture
-                latent (`joint_tie`: the first photo's start values, the summed gradients, the priors once);
+                latent (`joint_tie`: the first photo's start values, the summed gradients);
                 expression, pose, lighting and colour stay per photo. None: every photo its own person.
         """
         t_start = time.perf_counter()
@@ -387,8 +387,7 @@ class _Loop:
             w["identity_hat"] = self.weights["identity_hat"]
         elif with_id_hat and self.weights["identity_hat"]:
             self.last_id_hat = terms["identity_hat"].detach()
-        scale = self.tie.prior_scale if self.tie is not None else (lambda k: 1.0)
-        terms["total"] = sum(w[k] * scale(k) * terms[k] for k in TERMS if w[k])
+        terms["total"] = sum(w[k] * terms[k] for k in TERMS if w[k])
         return terms
 
     def record(self, v: JointVariables, terms: dict[str, torch.Tensor], lr_scale: float) -> None:

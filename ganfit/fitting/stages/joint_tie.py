@@ -3,8 +3,9 @@
 The photos' variables keep one row each, but the rows of one subject are tied: they start equal, and after
 every backward pass each gets the sum of its subject's gradients, so Adam (elementwise, from equal moments),
 gradient clipping (one scale per tensor) and the latent bound (elementwise) keep them equal: the gradient of
-one shared variable seen in F photos. The shape and latent priors, in every photo's energy, are divided by
-F, so the prior counts once for the person, as in the landmark stage's shared fit (`landmark_shared`).
+one shared variable seen in F photos. Each photo keeps its own priors, so the balance of data and prior is
+that of one photo, as in the landmark stage's shared fit (`landmark_shared`, where counting the prior once
+was measured worse on real photos).
 """
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ from ..state import subject_first_frames
 
 __all__ = ["TIED", "SubjectTie"]
 
-#: the joint stage's variables shared by a subject's photos, and the prior terms on them
+#: the joint stage's variables shared by a subject's photos
 TIED = ("shape", "latent")
-TIED_PRIORS = ("shape_prior", "latent_prior")
 
 
 class SubjectTie:
@@ -30,11 +30,9 @@ class SubjectTie:
         self.frame_subject = torch.as_tensor(frame_subject, dtype=torch.long)
         self.first = subject_first_frames(self.frame_subject)
         self.num_subjects = int(self.first.numel())
-        counts = torch.bincount(self.frame_subject, minlength=self.num_subjects)
-        self.frames = counts[self.frame_subject].float()  # (B,) photos of each photo's subject
 
     def to(self, device: torch.device) -> "SubjectTie":
-        self.frame_subject, self.first, self.frames = (t.to(device) for t in (self.frame_subject, self.first, self.frames))
+        self.frame_subject, self.first = self.frame_subject.to(device), self.first.to(device)
         return self
 
     def share(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,10 +47,6 @@ class SubjectTie:
                 continue
             total = torch.zeros(self.num_subjects, *p.grad.shape[1:], dtype=p.grad.dtype, device=p.grad.device)
             p.grad = total.index_add_(0, self.frame_subject, p.grad)[self.frame_subject]
-
-    def prior_scale(self, term: str) -> torch.Tensor | float:
-        """Multiplier of a term in each photo's total: 1/F for the priors on tied variables, else 1."""
-        return 1.0 / self.frames if term in TIED_PRIORS else 1.0
 
     def all_of_subject(self, ok: torch.Tensor) -> torch.Tensor:
         """(B,) bool -> (B,) bool: True where every photo of the photo's subject is True."""
