@@ -16,10 +16,9 @@ import torch
 from ganfit.fitting.params import FitParams
 from ganfit.fitting.stages import JointEnergy, JointStage, JointStageConfig, JointVariables, JointWeights
 from ganfit.fitting.stages.joint_terms import composite, robust_pixel_loss, truncate_latent
-from ganfit.model.texture.base import model_uv_layout_id
-from ganfit.model.texture.linear import LinearTextureModel
 from ganfit.render.renderer import Renderer, make_rasterizer
 from ganfit.render.shading import default_sh, sh_directional
+from texture_models import smooth_pca_texture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,25 +26,10 @@ PHOTO = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
 SIZE = 128  # synthetic photo side
 
 
-def _pca_texture(model, k: int = 6, res: int = 16) -> LinearTextureModel:
-    """Smooth colour patterns in UV space around a skin tone."""
-    g = torch.Generator().manual_seed(3)
-    v, u = torch.meshgrid(torch.linspace(0, 1, res), torch.linspace(0, 1, res), indexing="ij")
-    mean = torch.tensor([0.7, 0.5, 0.4])[:, None, None].expand(3, res, res).clone()
-    basis = []
-    for i in range(k):
-        fx, fy = torch.rand(2, generator=g) * 4 + 0.5
-        colour = torch.randn(3, generator=g)
-        pattern = torch.cos(math.pi * (fx * u + fy * v) + i)
-        b = colour[:, None, None] * pattern[None]
-        basis.append(b / b.norm())
-    return LinearTextureModel(mean, torch.stack(basis), torch.full((k,), 2.0), uv_layout=model_uv_layout_id(model))
-
-
 @pytest.fixture(scope="module")
 def synthetic(bfm):
     """A face rendered from known geometry, SH light and PCA latent, with its landmarks."""
-    tex = _pca_texture(bfm)
+    tex = smooth_pca_texture(bfm)
     rast = make_rasterizer("torch", "cpu")
     g = torch.Generator().manual_seed(0)
     params = FitParams(shape=0.5 * torch.randn(1, bfm.num_shape, generator=g),

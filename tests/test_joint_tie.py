@@ -12,10 +12,9 @@ from ganfit.fitting.params import FitParams
 from ganfit.fitting.stages import JointStage, JointStageConfig, JointWeights
 from ganfit.fitting.stages.joint_terms import composite
 from ganfit.fitting.stages.joint_tie import SubjectTie
-from ganfit.model.texture.linear import LinearTextureModel
-from ganfit.model.texture.base import model_uv_layout_id
 from ganfit.render.renderer import Renderer, make_rasterizer
 from ganfit.render.shading import default_sh, sh_directional
+from texture_models import smooth_pca_texture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = 128
@@ -42,21 +41,9 @@ def test_tied_gradients_are_the_gradient_of_one_shared_variable():
     assert torch.equal(tie.share(torch.tensor([[1.0], [2.0], [3.0]])), torch.tensor([[1.0], [2.0], [1.0]]))
 
 
-def _texture(model, k: int = 6, res: int = 16) -> LinearTextureModel:
-    g = torch.Generator().manual_seed(3)
-    v, u = torch.meshgrid(torch.linspace(0, 1, res), torch.linspace(0, 1, res), indexing="ij")
-    mean = torch.tensor([0.7, 0.5, 0.4])[:, None, None].expand(3, res, res).clone()
-    basis = []
-    for i in range(k):
-        fx, fy = torch.rand(2, generator=g) * 4 + 0.5
-        b = torch.randn(3, generator=g)[:, None, None] * torch.cos(math.pi * (fx * u + fy * v) + i)[None]
-        basis.append(b / b.norm())
-    return LinearTextureModel(mean, torch.stack(basis), torch.full((k,), 2.0), uv_layout=model_uv_layout_id(model))
-
-
 @pytest.mark.assets
 def test_one_person_seen_from_three_sides_is_fitted_as_one(bfm):
-    tex = _texture(bfm)
+    tex = smooth_pca_texture(bfm)
     renderer = Renderer(bfm, make_rasterizer("torch", "cpu"), image_size=(SIZE, SIZE))
     g = torch.Generator().manual_seed(0)
     shape = 0.5 * torch.randn(1, bfm.num_shape, generator=g)
