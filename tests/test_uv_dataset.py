@@ -166,6 +166,16 @@ def test_a_killed_build_resumes_without_losing_or_redoing_work(tmp_path, fitter)
     third = _KillingFitter(fitter)
     again = build_uv_dataset(photos, out, fitter=third, quiet=True)
     assert third.fits == 0 and again.processed == 0 and again.written == 3
+    # stricter thresholds on resume: the recorded measures are judged again, without refitting
+    strict = _KillingFitter(fitter)
+    tight = build_uv_dataset(photos, out, fitter=strict, quiet=True, filters=FilterConfig(min_sharpness=10.0))
+    assert strict.fits == 0 and tight.written == 0 and tight.by_reason == {"blurry": 3, "unreadable": 1}
+    assert not list(out.glob("*.png"))  # their files are gone
+    # back to the defaults: the photos rejected by a threshold they now pass are made again
+    loose = _KillingFitter(fitter)
+    back = build_uv_dataset(photos, out, fitter=loose, quiet=True)
+    assert loose.fits == 3 and back.written == 3 and back.by_reason == {"unreadable": 1}
+    assert json.loads((out / "manifest.json").read_text())["counts"]["written"] == 3
 
 
 def test_perceptual_hash():

@@ -21,9 +21,11 @@ trains on complete UV maps, and the fitter renders every texel. The masks say wh
 which are guesses, for filtering, for the PCA's EM (`ganfit.model.texture.linear.build_pca`), for evaluation
 on seen texels only.
 
-**Resumable**: a build into a folder that holds ``records.jsonl`` skips the photos recorded there (accepted
-or rejected; those rejected by the per-person cap are judged again) and rebuilds its duplicate index and
-per-person counts from them; outputs are written atomically before their record
+**Resumable**: a build into a folder that holds ``records.jsonl`` skips the photos recorded there and
+rebuilds its duplicate index and per-person counts from them. Recorded measures are judged again with the
+current thresholds (`FilterConfig.judge`): an accepted sample that now fails one is rejected (its files
+removed, a record line appended: a photo's last line counts), and a photo rejected by a threshold it now
+passes, or by the per-person cap, is made again; so thresholds can be changed without refitting; outputs are written atomically before their record
 line, so a killed build loses at most the photo it was working on. Photos are processed in a fixed,
 shuffled, source-interleaved order (`uv_sources.iterate_photos`), so a partial build is a sample of all
 sources. Filters and their thresholds: `uv_filters.FilterConfig` / `REASONS`; a bad photo is rejected
@@ -47,7 +49,7 @@ from .._atomic import atomic_write_text
 from ..errors import ConfigError, ImageError, OutputError
 from .jsonl import append_jsonl, read_jsonl
 from .uv_delight import DelightOptions
-from .uv_filters import REASONS, DuplicateIndex, FilterConfig, hash_distance, perceptual_hash
+from .uv_filters import REASONS, THRESHOLD_REASONS, DuplicateIndex, FilterConfig, hash_distance, perceptual_hash
 from .uv_sources import IMAGE_EXTENSIONS, PhotoSource, folder_source, iterate_photos, split_of
 
 log = logging.getLogger(__name__)
@@ -212,19 +214,33 @@ def build_uv_dataset(
     taken: set[str] = set()
     done: set[str] = set()
     per_identity: collections.Counter[str] = collections.Counter()  # accepted photos per person
-    for record in read_jsonl(out_dir / RECORDS):  # an earlier run's work
-        if record.get("key") in done or record.get("reason") == "identity_cap":  # capped photos: judged again
-            continue
-        done.add(record["key"])
-        if "reason" in record:
+    latest: dict[str, dict] = {}
+    for record in read_jsonl(out_dir / RECORDS):  # an earlier run's work; a photo's last line wins
+        if isinstance(record.get("key"), str):
+            latest[record["key"]] = record
+    for key, record in latest.items():
+        reason = record.get("reason")
+        failed = filters.judge(record) if reason is None or reason in THRESHOLD_REASONS else None
+        if reason == "identity_cap" or (reason in THRESHOLD_REASONS and failed is None):
+            continue  # made again: the cap or a threshold has changed
+        outputs = record.get("outputs") or {}
+        if reason is None and not (outputs and all((out_dir / rel).is_file() for rel in outputs.values())):
+            continue  # its files are gone: do it again
+        if failed and failed[0] != reason:  # the current thresholds reject it (first) for another reason
+            for rel in outputs.values():
+                (out_dir / rel).unlink(missing_ok=True)
+            record = {k: v for k, v in record.items() if k not in ("outputs", "name")}
+            record.update(reason=failed[0], message=failed[1])
+            append_jsonl(out_dir / RECORDS, record)
+            reason = failed[0]
+        done.add(key)
+        if reason is not None:
             report.rejected.append(record)
-        elif all((out_dir / rel).is_file() for rel in (record.get("outputs") or {"": ""}).values()):
+        else:
             report.items.append(record)
             per_identity[record["identity"]] += 1
             taken.add(record["name"].lower())
             duplicates.add(record["sha256"], int(record["phash"], 16), record["key"])
-        else:
-            done.discard(record["key"])  # its files are gone: do it again
     report.resumed = len(done)
     todo = [p for p in photos if p.key not in done]
     if limit is not None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["FilterConfig", "REASONS", "face_crop", "colourfulness", "sharpness", "perceptual_hash", "hash_distance",
+__all__ = ["FilterConfig", "REASONS", "THRESHOLD_REASONS", "face_crop", "colourfulness", "sharpness", "perceptual_hash", "hash_distance",
            "DuplicateIndex"]
 
 #: reason codes of rejected photos, in the order the filters run
@@ -33,6 +33,11 @@ REASONS = {
     "uneven_light": "left/right brightness asymmetry after de-lighting above max_residual_asymmetry (hard "
                     "shadows, occluders: light the SH model cannot remove)",
 }
+
+
+#: the reasons `FilterConfig.judge` gives from recorded measures (re-judged when a build resumes)
+THRESHOLD_REASONS = frozenset({"several_faces", "small_face", "grayscale", "blurry", "landmark_error", "pose",
+                               "low_visibility", "uneven_light"})
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,8 @@ class FilterConfig:
     min_face_px: the landmarks' bounding-box width in the photo's pixels (measured 82-470, 5th percentile
         91; at 80 px a 256 px UV has about 2 texels per photo pixel across the face).
     min_colourfulness: mean (max - min) of R, G, B over the face crop, in [0, 1]: black-and-white photos
-        measured 0-0.009, colour photos 0.12 and more (5th percentile).
+        measured 0-0.009, a tinted (sepia-like) monochrome one 0.039, colour photos 0.055 at the lowest
+        (of ~1,000 looked at) and 0.12 at the 5th percentile.
     min_sharpness: `sharpness` of the face crop (Laplacian std / grey std at 128 px): measured 0.07-1.0,
         median 0.24; below 0.09 (the lowest ~3 %) faces were visibly blurred or upscaled from a few pixels.
     max_yaw_deg, max_pitch_deg: pose limits of the fit (issue 12: |yaw| within about 30 degrees).
@@ -74,7 +80,7 @@ class FilterConfig:
     duplicate_distance: int = 4
     second_face_ratio: float = 0.5
     min_face_px: float = 80.0
-    min_colourfulness: float = 0.03
+    min_colourfulness: float = 0.05
     min_sharpness: float = 0.09
     max_yaw_deg: float = 30.0
     max_pitch_deg: float = 30.0
@@ -98,6 +104,35 @@ class FilterConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def judge(self, entry: dict[str, Any]) -> tuple[str, str] | None:
+        """The first threshold filter (in `REASONS` order) that a sample's recorded measures fail, as
+        (reason, message), or None. Measures missing from `entry` (not taken yet) are not judged, so this
+        serves both while a sample is made and for records of an earlier build (re-judged on resume)."""
+        e = entry.get
+        if e("second_face_ratio") is not None and e("second_face_ratio") >= self.second_face_ratio:
+            return "several_faces", (f"{e('faces_detected')} faces; the second is {100 * e('second_face_ratio'):.0f} % as "
+                                     f"wide as the largest (limit {100 * self.second_face_ratio:.0f} %)")
+        if e("face_width_px") is not None and e("face_width_px") < self.min_face_px:
+            return "small_face", f"face {e('face_width_px'):.0f} px wide, below {self.min_face_px:.0f} px"
+        if e("colourfulness") is not None and e("colourfulness") < self.min_colourfulness:
+            return "grayscale", f"mean chroma {e('colourfulness'):.3f} below {self.min_colourfulness}"
+        if e("sharpness") is not None and e("sharpness") < self.min_sharpness:
+            return "blurry", f"sharpness {e('sharpness'):.4f} below {self.min_sharpness}"
+        if "fit_error_rel" in entry and not (e("fit_error_rel") is not None and e("fit_error_rel") <= self.max_landmark_error):
+            rel = e("fit_error_rel")
+            return "landmark_error", (f"landmark error {'not finite' if rel is None else f'{100 * rel:.1f} %'} of the face "
+                                      f"size, above {100 * self.max_landmark_error:.1f} %")
+        yaw, pitch = e("yaw_deg"), e("pitch_deg")
+        if yaw is not None and pitch is not None and (abs(yaw) > self.max_yaw_deg or abs(pitch) > self.max_pitch_deg):
+            return "pose", f"yaw {yaw:.0f}, pitch {pitch:.0f} degrees; limits {self.max_yaw_deg:.0f}, {self.max_pitch_deg:.0f}"
+        if e("visible_fraction") is not None and e("visible_fraction") < self.min_visible:
+            return "low_visibility", (f"the photo shows {100 * e('visible_fraction'):.0f} % of the face region, below "
+                                      f"{100 * self.min_visible:.0f} %")
+        if e("asymmetry_delit") is not None and abs(e("asymmetry_delit")) > self.max_residual_asymmetry:
+            return "uneven_light", (f"left/right brightness asymmetry {e('asymmetry_delit'):+.2f} after de-lighting, above "
+                                    f"{self.max_residual_asymmetry}")
+        return None
 
 
 # ------------------------------------------------------------------------------------------ photo measures

@@ -137,11 +137,7 @@ class SampleMaker:
         chosen = select_face(detections, self.fitter.config.face_index, source=photo.key)
         widths = sorted((float(d.box[2] - d.box[0]) for d in detections), reverse=True)
         if len(widths) > 1:
-            ratio = widths[1] / max(widths[0], 1e-6)
-            entry["second_face_ratio"] = _round(ratio, 3)
-            if ratio >= f.second_face_ratio:
-                return reject("several_faces", f"{len(widths)} faces; the second is {100 * ratio:.0f} % as wide as the "
-                              f"largest (limit {100 * f.second_face_ratio:.0f} %)")
+            entry["second_face_ratio"] = _round(widths[1] / max(widths[0], 1e-6), 3)
         entry["face_box_px"] = [round(float(v), 1) for v in chosen.box]
         lm = np.asarray(chosen.landmarks, np.float64)
         extent = lm.max(0) - lm.min(0)
@@ -149,12 +145,9 @@ class SampleMaker:
         crop = face_crop(pixels, lm)
         entry.update(face_width_px=_round(extent[0], 1), face_size_px=_round(face_size, 2),
                      colourfulness=_round(colourfulness(crop)), sharpness=_round(sharpness(crop)))
-        if extent[0] < f.min_face_px:
-            return reject("small_face", f"face {extent[0]:.0f} px wide, below {f.min_face_px:.0f} px")
-        if entry["colourfulness"] < f.min_colourfulness:
-            return reject("grayscale", f"mean chroma {entry['colourfulness']:.3f} below {f.min_colourfulness}")
-        if entry["sharpness"] < f.min_sharpness:
-            return reject("blurry", f"sharpness {entry['sharpness']:.4f} below {f.min_sharpness}")
+        failed = f.judge(entry)
+        if failed:
+            return reject(*failed)
         # ---- fit
         try:
             result = self.fitter.fit(pixels, landmarks=[chosen.landmarks])
@@ -167,12 +160,9 @@ class SampleMaker:
         yaw, pitch, roll = (float(a) for a in result.params.euler_deg()[0].tolist())
         entry.update(fit_error_px=_round(err, 3), fit_error_rel=_round(err / face_size, 5), yaw_deg=_round(yaw, 2),
                      pitch_deg=_round(pitch, 2), roll_deg=_round(roll, 2))
-        if not np.isfinite(err) or err / face_size > f.max_landmark_error:
-            return reject("landmark_error", f"landmark error {err:.2f} px = {100 * err / face_size:.1f} % of the face "
-                          f"size ({face_size:.0f} px), above {100 * f.max_landmark_error:.1f} %")
-        if abs(yaw) > f.max_yaw_deg or abs(pitch) > f.max_pitch_deg:
-            return reject("pose", f"yaw {yaw:.0f}, pitch {pitch:.0f} degrees; limits {f.max_yaw_deg:.0f}, "
-                          f"{f.max_pitch_deg:.0f}")
+        failed = f.judge(entry)
+        if failed:
+            return reject(*failed)
         return self._texture(entry, result.meshes[0], pixels)
 
     def _texture(self, entry: dict[str, Any], mesh, pixels: np.ndarray) -> Sample:
@@ -184,9 +174,9 @@ class SampleMaker:
         raw = unwrap_mesh(self.layout, self.triangles, mesh, pixels, (1.0, 1.0))
         visible = float((raw.mask[self.face_uv] > 0.5).mean())
         entry["visible_fraction"] = _round(visible)
-        if visible < f.min_visible:
-            entry.update(reason="low_visibility", message=f"the photo shows {100 * visible:.0f} % of the face "
-                         f"region, below {100 * f.min_visible:.0f} %")
+        failed = f.judge(entry)
+        if failed:
+            entry.update(reason=failed[0], message=failed[1])
             return Sample(entry)
         if self.delight_options is not None and mesh.colors is not None and mesh.normals_camera is not None:
             normals = mesh.normals_camera.detach().cpu().numpy()
@@ -194,7 +184,7 @@ class SampleMaker:
             try:
                 light, level = estimate_lighting(np.asarray(mesh.colors), normals, weights, self.delight_options)
             except ValueError as exc:
-                entry.update(reason="low_visibility", message=f"no visible skin to estimate the light from ({exc})")
+                entry.update(reason="fit_failed", message=f"no visible skin to estimate the light from ({exc})")
                 return Sample(entry)
             d = delight(raw.texture, raw.mask, self.layout, normals, light, level, self.delight_options)
             texture, validity = np.clip(d.albedo, 0.0, 1.0), d.validity
@@ -204,10 +194,10 @@ class SampleMaker:
             texture, validity = raw.texture, raw.mask
         # before and after on the same texels: both sides seen with validity > 0.5, on the skin
         entry["asymmetry_photo"] = _round(brightness_asymmetry(raw.texture, validity, self.skin_uv))
-        entry["asymmetry_delit"] = residual = _round(brightness_asymmetry(texture, validity, self.skin_uv))
-        if residual is not None and abs(residual) > f.max_residual_asymmetry:
-            entry.update(reason="uneven_light", message=f"left/right brightness asymmetry {residual:+.2f} after "
-                         f"de-lighting, above {f.max_residual_asymmetry}")
+        entry["asymmetry_delit"] = _round(brightness_asymmetry(texture, validity, self.skin_uv))
+        failed = f.judge(entry)
+        if failed:
+            entry.update(reason=failed[0], message=failed[1])
             return Sample(entry)
         seen = np.where(validity[..., None] > 0, texture, 0.0).astype(np.float32)
         uv, _ = complete(UVTexture(texture=seen, mask=validity.astype(np.float32), coverage=raw.coverage),
