@@ -70,7 +70,8 @@ class RecordingStage:
     def __init__(self):
         self.calls = []
 
-    def run(self, images, landmarks, params, vertex_ids, *, generator, landmark_weights, progress):
+    def run(self, images, landmarks, params, vertex_ids, *, generator, landmark_weights, progress, sliding_jaw=False,
+            frame_subject=None):
         self.calls.append((images.shape, landmarks.clone(), params))
         moved = FitParams(shape=params.shape + 1, expression=params.expression, rotation=params.rotation,
                           translation=params.translation, focal=params.focal, principal=params.principal)

@@ -97,7 +97,7 @@ def split_result(result: JointStageResult, k: int) -> JointStageResult:
 def run_joint_stage(stage: JointStage, images: Sequence, targets: torch.Tensor, params: FitParams,
                     vertex_ids: torch.Tensor, landmark_weights: torch.Tensor, generator: torch.Generator,
                     progress: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
-                    frame_subject: torch.Tensor | None = None) -> JointFit:
+                    frame_subject: torch.Tensor | None = None, sliding_jaw: Sequence[bool] | None = None) -> JointFit:
     """Run `stage` on each photo from the landmark stage's result.
 
     Args:
@@ -111,6 +111,8 @@ def run_joint_stage(stage: JointStage, images: Sequence, targets: torch.Tensor, 
         progress: passed to `JointStage.run`.
         frame_subject: (B,) long, each photo's person; a person's photos share shape and texture latent.
             None: every photo its own person.
+        sliding_jaw: per photo whether its jaw-line landmarks follow the outline (2d landmarks; a person's
+            photos share one convention); None: none do.
     Returns:
         `JointFit`, its params with the focal length and principal point the landmark stage gave (the joint
         stage keeps them) and the rest from the joint stage.
@@ -128,6 +130,7 @@ def run_joint_stage(stage: JointStage, images: Sequence, targets: torch.Tensor, 
                              ("shape", "expression", "rotation", "translation", "focal", "principal")})
         run = stage.run(_padded([images[i] for i in rows]), lms, batch, vertex_ids[rows], generator=generator,
                         landmark_weights=landmark_weights, progress=progress,
+                        sliding_jaw=bool(sliding_jaw[rows[0]]) if sliding_jaw is not None else False,
                         **({"frame_subject": torch.zeros(len(rows), dtype=torch.long)} if len(rows) > 1 else {}))
         for k, i in enumerate(rows):
             results[i] = run if len(rows) == 1 else split_result(run, k)

@@ -52,7 +52,8 @@ def joint_stage(config: FitConfig, stage: JointStageConfig, model: MorphableMode
     settings = dataclasses.replace(stage, landmark_sigma=config.landmark_sigma, jaw_weight=config.jaw_weight)
     return JointFitStage(functools.partial(
         build_joint_stage, model, settings, identity=config.identity,
-        identity_weights=config.identity_weights, texture_model=config.texture_model, device=device))
+        identity_weights=config.identity_weights, texture_model=config.texture_model, device=device),
+        contour=config.contour)
 
 
 def default_factories() -> dict[str, StageFactory]:

@@ -293,7 +293,7 @@ class JointStage:
             generator: torch.Generator, landmark_weights: torch.Tensor | None = None,
             progress: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
             latent: torch.Tensor | None = None, lighting: torch.Tensor | None = None,
-            frame_subject: torch.Tensor | None = None) -> JointStageResult:
+            frame_subject: torch.Tensor | None = None, sliding_jaw: bool = False) -> JointStageResult:
         """Fit B photos from the landmark stage's result.
 
         Args:
@@ -309,6 +309,8 @@ class JointStage:
             frame_subject: (B,) long, each photo's person: photos of one person share their shape and texture
                 latent (`joint_tie`: the first photo's start values, the summed gradients);
                 expression, pose, lighting and colour stay per photo. None: every photo its own person.
+            sliding_jaw: the jaw-line landmarks follow the outline as the pose moves (2d landmarks, as the
+                landmark stage's dynamic contour); False keeps them on `vertex_ids` (3d landmarks).
         """
         t_start = time.perf_counter()
         c = self.config
@@ -324,7 +326,7 @@ class JointStage:
         p32 = params.to(self.device, torch.float32)
         targets = self.energy.prepare(imgs, lms, p32, vertex_ids.to(self.device), w_lm.to(self.device, torch.float32),
                                       c.landmark_sigma, default_sh(b, device=self.device), c.crop_margin,
-                                      weights["content"] > 0)
+                                      weights["content"] > 0, sliding_jaw=sliding_jaw)
         d = self.texture_model.latent_dim
         if latent is not None and (latent.shape != (b, d) or not torch.isfinite(latent).all()):
             raise JointInputError(f"latent must be finite (B={b}, {d}), got {tuple(latent.shape)}")

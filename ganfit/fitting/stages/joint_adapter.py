@@ -27,13 +27,16 @@ class JointFitStage:
         stage: the `JointStage` (or any object with its `run`), or a callable that builds it (called on the first `run`, so its renderer,
             identity network and texture model load only when a fit reaches this stage; see
             `stages.setup.build_joint_stage`).
+        contour: the fit's `FitConfig.contour`: under "auto" and "dynamic" the jaw-line landmarks of photos with
+            2d landmarks slide along the outline in the joint stage too; "static" and "off" keep them fixed.
     The outcome's extras hold "joint", the `JointFit` (face.json's `joint`, the model texture).
     """
 
     name = "joint"
     timing_key = "joint_stage"
 
-    def __init__(self, stage: JointStage | Callable[[], JointStage]) -> None:
+    def __init__(self, stage: JointStage | Callable[[], JointStage], contour: str = "auto") -> None:
+        self.contour = contour
         built = hasattr(stage, "run")  # a JointStage, or anything with its `run`
         self._stage = stage if built else None
         self._build = None if built else stage
@@ -60,7 +63,9 @@ class JointFitStage:
 
         joint = run_joint_stage(self.stage, observations.images, observations.landmarks, state.to_fit_params(),
                                 state.landmark_vertices, observations.landmark_weights, generator, report,
-                                frame_subject=observations.frame_subject)
+                                frame_subject=observations.frame_subject,
+                                sliding_jaw=[c == "2d" and self.contour in ("auto", "dynamic")
+                                             for c in observations.conventions])
         return StageOutcome(state=_joint_state(joint, state), history=_merged_history(joint),
                             stop_reason=joint.stop_reason, iterations=joint.iterations, warnings=joint.warnings,
                             extras={"joint": joint})

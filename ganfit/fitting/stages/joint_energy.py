@@ -75,7 +75,8 @@ class JointTargets:
     crop_landmarks: the same in crop pixels; weights: (68,) or (B, 68) landmark weights; scale: (B,) landmark
     error std in pixels; vertex_ids: (B, 68) model vertex of each landmark; focal: (B,), principal: (B, 2)
     the image's camera; embedding: (B, D) or None; features: the photo's feature maps or None;
-    reference_light: (B, 9, 3) centre of the lighting prior.
+    reference_light: (B, 9, 3) centre of the lighting prior. sliding_jaw: the 17 jaw-line landmarks follow
+    the face's outline as the pose changes (2d landmarks: `contour`), else they stay on `vertex_ids`.
     """
 
     photo: torch.Tensor
@@ -90,6 +91,7 @@ class JointTargets:
     embedding: torch.Tensor | None
     features: list[torch.Tensor] | None
     reference_light: torch.Tensor
+    sliding_jaw: bool = False
 
 
 def embed_and_features(net, images: torch.Tensor, landmarks: torch.Tensor, with_features: bool):
@@ -138,8 +140,9 @@ class JointEnergy:
     # ------------------------------------------------------------------ per run
     def prepare(self, images: torch.Tensor, landmarks: torch.Tensor, params: FitParams, vertex_ids: torch.Tensor,
                 weights: torch.Tensor, landmark_sigma: float, reference_light: torch.Tensor,
-                crop_margin: float, with_features: bool) -> JointTargets:
-        """images (B, 3, H, W) in [0, 1]; landmarks (B, 68, 2) pixels; vertex_ids (B, 68)."""
+                crop_margin: float, with_features: bool, sliding_jaw: bool = False) -> JointTargets:
+        """images (B, 3, H, W) in [0, 1]; landmarks (B, 68, 2) pixels; vertex_ids (B, 68); sliding_jaw: the
+        jaw-line landmarks re-chosen on the outline at every evaluation (2d landmarks)."""
         res = self.renderer.image_size[0]
         crop = face_crop(landmarks, res, crop_margin)
         photo = crop_images(images, crop)
@@ -151,7 +154,8 @@ class JointEnergy:
             feats = None if feats is None else [f.detach() for f in feats]
         return JointTargets(photo=photo, crop=crop, landmarks=landmarks, crop_landmarks=crop_lm, weights=weights,
                             scale=landmark_sigma * face_size(landmarks), vertex_ids=vertex_ids, focal=params.focal,
-                            principal=params.principal, embedding=emb, features=feats, reference_light=reference_light)
+                            principal=params.principal, embedding=emb, features=feats, reference_light=reference_light,
+                            sliding_jaw=sliding_jaw)
 
     def crop_params(self, v: JointVariables, t: JointTargets) -> FitParams:
         """The variables' camera in the crop."""
@@ -187,10 +191,33 @@ class JointEnergy:
         return mask
 
     def landmarks(self, v: JointVariables, t: JointTargets, vertices: torch.Tensor) -> torch.Tensor:
-        """(B, 68, 2) projected landmark vertices, image pixels."""
-        pts = vertices.gather(1, t.vertex_ids[..., None].expand(-1, -1, 3))
-        cam = transform_points(pts, rotation_matrix(v.rotation), v.translation)
+        """(B, 68, 2) projected landmark vertices, image pixels. With `t.sliding_jaw` the jaw-line points are
+        the candidates on the image outline at this pose (Zhu et al. CVPR 2015, as the landmark stage), the
+        choice made without gradient (the energy is piecewise smooth in it)."""
+        rot = rotation_matrix(v.rotation)
+        ids = t.vertex_ids
+        if t.sliding_jaw:
+            ids = self._jaw_on_outline(vertices, rot, v.translation, t)
+        pts = vertices.gather(1, ids[..., None].expand(-1, -1, 3))
+        cam = transform_points(pts, rot, v.translation)
         return project_points(cam, t.focal, t.principal)
+
+    def _jaw_on_outline(self, vertices, rot, translation, t: JointTargets) -> torch.Tensor:
+        """(B, 68) `t.vertex_ids` with the 17 jaw points moved to the outline candidates of this pose."""
+        from ..contour import build_contour_candidates, select_contour
+
+        if getattr(self, "_contour", None) is None:
+            cands = build_contour_candidates(self.model)
+            self._contour = (torch.as_tensor(cands.indices), torch.as_tensor(cands.sides))
+        idx, sides = (x.to(vertices.device) for x in self._contour)
+        b = vertices.shape[0]
+        with torch.no_grad():
+            cand = vertices.detach()[:, idx.reshape(-1)]
+            proj = project_points(transform_points(cand, rot.detach(), translation.detach()), t.focal, t.principal)
+            choice = select_contour(proj.view(b, *idx.shape, 2), rot.detach(), sides)
+        ids = t.vertex_ids.clone()
+        ids[:, :17] = idx[None].expand(b, -1, -1).gather(2, choice[..., None])[..., 0]
+        return ids
 
     def terms(self, v: JointVariables, t: JointTargets, generator: torch.Generator,
               weights: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
