@@ -117,3 +117,79 @@ def test_fit_video_on_the_command_line(clip, tmp_path, capsys):
     assert main(["fit-video", str(clip), "-o", str(out), "--keyframes", "2", "--no-overlay", "--max-frames", "8"]) == 0
     assert "8 of 8 frames fitted" in capsys.readouterr().out
     assert _arrays(out)["expression"].shape[0] == 8 and not (out / "overlay.mp4").exists()
+
+
+class _CodedDetector:
+    """Stands in for a face detector on a synthetic clip: each frame's grey level says which frame it is, and
+    the detector returns that frame's synthetic landmarks."""
+
+    backend = "synthetic"
+
+    def __init__(self, landmarks: np.ndarray) -> None:
+        self.lms = landmarks
+
+    def detect(self, pixels: np.ndarray):
+        from ganfit.perception.detect import Detection
+
+        k = int(round((float(pixels[:32, :32].mean()) - 8.0) / 12.0))
+        pts = self.lms[k]
+        box = np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()])
+        return [Detection(box=box, score=1.0, landmarks=pts.copy(), backend=self.backend)]
+
+
+def test_a_clip_has_one_identity_and_steadier_3d_motion_than_per_frame_fits(bfm, tmp_path):
+    """A synthetic person turning +-30 deg over 18 frames, 1.5 px landmark noise: the clip's one identity is as
+    near the true shape as the frames' own landmark fits on average, every frame keeps it, and the 3D motion is
+    far steadier than per-frame fits'."""
+    import math
+
+    import torch
+
+    from ganfit.fitting.landmark_stage import LandmarkStage
+    from ganfit.fitting.losses import landmark_weights
+    from ganfit.fitting.synthetic import make_synthetic_faces
+
+    n = 18
+    g = torch.Generator().manual_seed(4)
+    t = torch.linspace(0, 1, n, dtype=torch.float64)
+    ypr = torch.stack([30 * torch.sin(2 * math.pi * t), 4 * torch.sin(4 * math.pi * t), torch.zeros(n, dtype=torch.float64)], -1)
+    truth = torch.randn(bfm.num_shape, generator=g, dtype=torch.float64)
+    syn = make_synthetic_faces(bfm, n, g, shape=truth, yaw_pitch_roll=ypr, depth_mm=(700, 700), noise_px=1.5,
+                               expression=0.3 * torch.randn(n, bfm.num_expression, generator=g, dtype=torch.float64))
+    video = tmp_path / "coded.mp4"
+    write_video(video, [np.full((512, 512, 3), 8 + 12 * k, np.uint8) for k in range(n)], 10.0)
+    fit = FitConfig(quiet=True, texture_size=0, landmark_table="model", device="cpu")
+    fit_video(video, tmp_path / "o", fit, VideoFitConfig(keyframes=4, overlay=False, detect_every=1),
+              detector=_CodedDetector(syn.landmarks.numpy()))
+    z = _arrays(tmp_path / "o")
+    own = LandmarkStage(bfm).solve(syn.landmarks, torch.full((n, 2), 512.0, dtype=torch.float64), weights=landmark_weights(0.5))
+    zero = torch.zeros(1, bfm.num_expression, dtype=torch.float64)
+
+    def error(shape) -> float:
+        v = bfm.vertices(torch.as_tensor(np.atleast_2d(shape), dtype=torch.float64), zero)
+        tv = bfm.vertices(truth[None], zero)
+        return float(((v - v.mean(1, keepdim=True)) - (tv - tv.mean(1, keepdim=True))).norm(dim=-1).mean())
+
+    e_clip = error(z["shape"])
+    e_frames = float(np.mean([error(s) for s in own.params.shape.numpy()]))
+    # measured 2026-12-06: 2.96 vs 2.94 mm: on synthetic faces the error is mostly the prior's shrinkage, which
+    # averaging views does not remove (real clips: RESULTS.md "Video", halves 0.80 mm apart vs 1.92 between people)
+    assert e_clip < 1.03 * e_frames, (e_clip, e_frames)
+    assert z["fitted"].all() and np.nanmax(z["reprojection_px"]) < 5.0
+
+    def camera_vertices(shape, expression, rotation, translation):
+        from ganfit.render.camera import rotation_matrix, transform_points
+
+        s_ = torch.as_tensor(np.asarray(shape), dtype=torch.float64)
+        s_ = s_.expand(len(expression), -1) if s_.ndim == 1 else s_
+        v = bfm.vertices(s_, torch.as_tensor(np.asarray(expression), dtype=torch.float64))[:, ::50]
+        r = rotation_matrix(torch.as_tensor(np.asarray(rotation), dtype=torch.float64))
+        return transform_points(v, r, torch.as_tensor(np.asarray(translation), dtype=torch.float64)).numpy()
+
+    from ganfit.perception.tracking import landmark_jitter
+
+    p = own.params
+    jitter_frames = landmark_jitter(camera_vertices(p.shape, p.expression, p.rotation, p.translation))
+    jitter_clip = landmark_jitter(camera_vertices(z["shape"], z["expression"], z["rotation"], z["translation"]))
+    # one shape and one focal length: the depth no longer trades off with the focal length frame by frame
+    assert jitter_clip < 0.5 * jitter_frames, (jitter_clip, jitter_frames)
