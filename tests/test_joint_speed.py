@@ -14,7 +14,8 @@ from ganfit.model.texture.pggan import Generator
 from ganfit.render.renderer import Renderer, make_rasterizer
 from ganfit.render.shading import default_sh
 
-from test_joint_stage import SIZE, _pca_texture
+from test_joint_stage import SIZE
+from texture_models import smooth_pca_texture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,7 +33,7 @@ class CountingNet:
 
 @pytest.fixture(scope="module")
 def problem(bfm):
-    tex = _pca_texture(bfm)
+    tex = smooth_pca_texture(bfm)
     g = torch.Generator().manual_seed(0)
     params = FitParams(shape=0.5 * torch.randn(1, bfm.num_shape, generator=g), expression=torch.zeros(1, bfm.num_expression),
                        rotation=torch.tensor([[0.05, 0.25, 0.0]]), translation=torch.tensor([[0.0, 0.0, -700.0]]),
