@@ -25,8 +25,9 @@ on seen texels only.
 rebuilds its duplicate index and per-person counts from them. Recorded measures are judged again with the
 current thresholds (`FilterConfig.judge`): an accepted sample that now fails one is rejected (its files
 removed, a record line appended: a photo's last line counts), and a photo rejected by a threshold it now
-passes, or by the per-person cap, is made again; so thresholds can be changed without refitting; outputs are written atomically before their record
-line, so a killed build loses at most the photo it was working on. Photos are processed in a fixed,
+passes, or by the per-person cap, is made again; so thresholds can be changed without refitting. Outputs
+are written atomically before their record line, so a killed build loses at most the photo it was working
+on. Photos are processed in a fixed,
 shuffled, source-interleaved order (`uv_sources.iterate_photos`), so a partial build is a sample of all
 sources. Filters and their thresholds: `uv_filters.FilterConfig` / `REASONS`; a bad photo is rejected
 with its reason, never an exception.
