@@ -1,7 +1,7 @@
 """What a UV corpus (`ganfit texture build-dataset`) holds: acceptance per filter, the measures' distributions,
 the labels (sex, age, ethnicity per source) and the skin tone (ITA category) of what was accepted, and the
 left/right brightness asymmetry before and after de-lighting. Reads ``records.jsonl`` (so it works while the
-build runs).
+build runs; a photo's last line counts, as for the builder).
 
     python benchmarks/uv_corpus.py /work/data/uv_corpus
     python benchmarks/uv_corpus.py /work/data/uv_corpus --sheet sheet.png --n 48     # contact sheet of UVs
@@ -94,6 +94,15 @@ def report(records: list[dict]) -> None:
            sorted({k for c in eth.values() for k in c}))
     _table("skin tone: ITA category of the de-lit skin (Del Bino & Bernerd 2013)", tone,
            [name for name, _ in ITA_CATEGORIES] + ["unknown"])
+    # does the ITA follow the sources' own labels? (a check of the measure, not of the people)
+    by_label = collections.defaultdict(list)
+    for r in accepted:
+        eth = (r.get("labels") or {}).get("ethnicity")
+        if eth and r.get("skin_ita") is not None:
+            by_label[f"{r.get('source')}: {eth}"].append(r["skin_ita"])
+    print("\n| source label | photos | skin ITA p25 / p50 / p75 |\n|---|---|---|")
+    for label, values in sorted(by_label.items()):
+        print(f"| {label} | {len(values)} | {_pct(values, [25, 50, 75])} |")
     ids = {r.get("identity") for r in accepted}
     splits = collections.Counter(r.get("split") for r in accepted)
     print(f"\n{len(ids)} identities accepted; split: {dict(splits)}")
@@ -156,7 +165,8 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    records = read_jsonl(args.corpus / "records.jsonl")
+    latest = {r["key"]: r for r in read_jsonl(args.corpus / "records.jsonl") if "key" in r}  # last line wins
+    records = list(latest.values())
     if not records:
         sys.exit(f"{args.corpus}: no records.jsonl (or it is empty)")
     report(records)
