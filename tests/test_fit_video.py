@@ -193,3 +193,15 @@ def test_a_clip_has_one_identity_and_steadier_3d_motion_than_per_frame_fits(bfm,
     jitter_clip = landmark_jitter(camera_vertices(z["shape"], z["expression"], z["rotation"], z["translation"]))
     # one shape and one focal length: the depth no longer trades off with the focal length frame by frame
     assert jitter_clip < 0.5 * jitter_frames, (jitter_clip, jitter_frames)
+
+
+def test_with_the_joint_stage_every_frame_gets_its_light(clip, tmp_path):
+    from ganfit.fitting.stages import JointStageConfig
+
+    fit = FIT.replace(identity="none", stages=("landmarks", JointStageConfig(iterations=4, warmup_iterations=1,
+                                                                               latent_candidates=1)))
+    res = fit_video(clip, tmp_path / "j", fit, VideoFitConfig(keyframes=2, overlay=False, max_frames=6))
+    z = _arrays(tmp_path / "j")
+    assert z["lighting"].shape == (6, 9, 3) and np.isfinite(z["lighting"]).all()
+    assert not np.allclose(z["lighting"][0], z["lighting"][-1])  # its own light, not a keyframe's copy
+    assert "texture_latent" in json.loads((tmp_path / "j" / "identity.json").read_text()) and res.fitted == 6

@@ -10,7 +10,8 @@ with the same files as an uninterrupted one:
    (`Fitter.fit(..., subjects=...)`: shared shape, and with the joint stage a shared texture latent)
    -> ``identity.npz``, ``identity.obj`` (+ texture, JSON) and the keyframes' own fits in ``keyframes/``;
 3. frames: every frame with a face fitted with the identity fixed, warm-started from the frame before, with
-   the temporal term (`sequence`), in parts of `chunk` frames -> ``part_<k>.npz``;
+   the temporal term (`sequence`), in parts of `chunk` frames -> ``part_<k>.npz``; when the joint stage fitted
+   the keyframes, each frame's SH light from the identity's model texture (`frame_lighting`) -> ``lighting.npz``;
 4. outputs (`video_outputs`): ``frames.npz``, ``overlay.mp4``, optional per-frame meshes, ``video.json``.
 """
 from __future__ import annotations
@@ -223,14 +224,24 @@ def fit_video(path: str | os.PathLike, out: str | os.PathLike, fit_config: FitCo
             ident = {k: torch.as_tensor(z[k]) for k in ("shape", "expression", "rotation", "translation", "focal", "principal")}
             lighting = z["lighting"] if "lighting" in z.files else None
             texture = z["texture"] / 255.0 if "texture" in z.files else None
+            albedo = z["model_texture"] if "model_texture" in z.files else None
         resumed.append("identity")
     else:
-        keys, ident, lighting, texture = _identity(path, cfg, fit, fitter, stage, track, sharp, size, lm_weights, out, work)
+        keys, ident, lighting, texture, albedo = _identity(path, cfg, fit, fitter, stage, track, sharp, size,
+                                                           lm_weights, out, work)
     timings["identity"] = time.perf_counter() - t
 
     t = time.perf_counter()
     with torch_threads(fit.threads):
         seq = _frames(stage, fit, cfg, track, size, ident, keys, lm_weights, work, resumed)
+        if albedo is not None:
+            if resumed_run and (work / "lighting.npz").is_file():
+                with np.load(work / "lighting.npz") as z:
+                    lighting = z["lighting"]
+                resumed.append("lighting")
+            else:
+                lighting = _frame_lights(path, cfg, fitter.model, albedo, track, seq, keys, lighting, fit.quiet)
+                _save_npz(work / "lighting.npz", lighting=lighting)
     timings["frames"] = time.perf_counter() - t
     t = time.perf_counter()
     with torch_threads(fit.threads):
@@ -272,21 +283,49 @@ def _identity(path, cfg, fit, fitter, stage, track, sharp, size, lm_weights, out
     p = result.params
     ident = {"shape": p.shape[:1], "expression": p.expression, "rotation": p.rotation, "translation": p.translation,
              "focal": p.focal.median().reshape(1), "principal": p.principal[:1]}
-    lighting = None
+    lighting = albedo = None
     if result.joint is not None:
         lighting = torch.cat([r.lighting for r in result.joint.results]).detach().cpu().numpy()
+        albedo = result.joint.results[0].texture[:1].detach().cpu().numpy()
     texture = result.identities[0].texture
     result.save_identities(f"{out}/")
     result.sources = [f"frame_{int(track.index[k]):06d}" for k in keys]
     result.identities = []  # keyframes/ holds the keyframes' own fits
     result.save(f"{out}/keyframes/")
-    extra = {} if lighting is None else {"lighting": lighting}
+    extra = {} if lighting is None else {"lighting": lighting, "model_texture": albedo}
     if texture is not None:  # 8 bits, as identity_texture.png
         texture = np.round(np.clip(texture, 0, 1) * 255.0).astype(np.uint8)
         extra["texture"] = texture
         texture = texture / 255.0
     _save_npz(work / "identity.npz", keyframes=np.array(keys), **{k: v.detach().cpu().numpy() for k, v in ident.items()}, **extra)
-    return keys, ident, lighting, texture
+    return keys, ident, lighting, texture, albedo
+
+
+def _frame_lights(path, cfg, model, albedo: np.ndarray, track, seq, keys: list[int], key_lighting: np.ndarray,
+                  quiet: bool) -> np.ndarray:
+    """(N, 9, 3) each fitted frame's SH light (NaN elsewhere), pulled towards its nearest keyframe's."""
+    from ..io.video import VideoReader
+    from ..render.renderer import Renderer, make_rasterizer
+    from .frame_lighting import frame_lighting
+
+    renderer = Renderer(model, make_rasterizer("auto", "cpu"), image_size=(128, 128))
+    tex = torch.as_tensor(albedo)
+    position = {int(ix): k for k, ix in enumerate(track.index)}
+    out = np.full((len(track), 9, 3), np.nan, np.float32)
+    bar = _bar(len(track), "video: lighting", quiet)
+    with VideoReader(path, every=cfg.every, start=cfg.start, end=cfg.end, max_frames=cfg.max_frames) as reader:
+        for frame in reader:
+            k = position.get(frame.index)
+            if k is None:
+                continue
+            if seq.fitted[k]:
+                near = int(np.argmin(np.abs(np.asarray(keys) - k)))
+                ref = torch.as_tensor(np.asarray(key_lighting[near:near + 1], np.float32))
+                out[k] = frame_lighting(renderer, tex, seq.params.select(k), frame.pixels, track.landmarks[k],
+                                        ref)[0].numpy()
+            bar.update()
+    bar.close()
+    return out
 
 
 def _frames(stage, fit, cfg, track, size, ident, keys, lm_weights, work: Path, resumed: list[str]):

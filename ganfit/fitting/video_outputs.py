@@ -20,7 +20,8 @@ def frames_arrays(track, seq, keys: list[int], lighting: np.ndarray | None) -> d
     """frames.npz's arrays, N frames: index, time_s, flags (tracking), fitted (bool), shape (Ks,: the
     identity), expression, rotation (axis-angle), translation (mm), focal (px), lighting (N, 9, 3: the
     nearest keyframe's SH light, when the joint stage fitted the keyframes), landmarks_detected (smoothed and
-    filled), landmarks_raw (measured), landmarks_fitted, reprojection_px, keyframes (positions)."""
+    filled), landmarks_raw (measured), landmarks_fitted, reprojection_px, keyframes (positions). `lighting`:
+    (N, 9, 3) per frame (`frame_lighting`), or (K, 9, 3) per keyframe (each frame gets its nearest's), or None."""
     p = seq.params
     n = len(track)
     out = {
@@ -31,8 +32,10 @@ def frames_arrays(track, seq, keys: list[int], lighting: np.ndarray | None) -> d
         "landmarks_fitted": seq.landmarks, "reprojection_px": seq.reprojection_px, "keyframes": np.array(keys),
     }
     if lighting is not None:
-        nearest = np.abs(np.arange(n)[:, None] - np.asarray(keys)[None]).argmin(1)
-        out["lighting"] = np.asarray(lighting)[nearest]
+        lighting = np.asarray(lighting)
+        if len(lighting) != n:
+            lighting = lighting[np.abs(np.arange(n)[:, None] - np.asarray(keys)[None]).argmin(1)]
+        out["lighting"] = lighting
     return out
 
 
