@@ -60,6 +60,8 @@ def add_fit_video_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default 1)")
     p.add_argument("--meshes", action="store_true", help="also write every frame's mesh (OBJ, model space, mm)")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--checkpoint-every", type=int, default=100, metavar="N",
+                   help="save the per-frame fits every N frames (default 100): what --resume keeps after a kill")
     p.add_argument("--resume", action="store_true",
                    help="continue a run that stopped, from the checkpoint in OUT/.ganfit-video (same video and "
                    "options only)")
@@ -82,7 +84,7 @@ def run_fit_video(args: argparse.Namespace) -> int:
     video_cfg = VideoFitConfig(every=args.every, start=args.start, end=args.end, max_frames=args.max_frames,
                                keyframes=args.keyframes, face_index=args.face_index, detect_every=args.detect_every,
                                smoothing=TemporalSmoothing(weight=args.smoothing), meshes=args.meshes,
-                               overlay=not args.no_overlay)
+                               overlay=not args.no_overlay, chunk=args.checkpoint_every)
     result = fit_video(args.video, args.output, cfg, video_cfg, resume=args.resume)
     if result.stopped_early:
         print(f"ganfit: {result.stopped_early}; fitted the frames before it")
