@@ -7,7 +7,8 @@ photo. Reads the dev multi-view sets (../shared/faces/dev/multiview) in place.
 For every set of three photos of one person and each photo held back in turn (a "fold"), the other two are
 fitted (a) each on its own, (b) as one person with one shared shape (`same_person="shared"`), (c) with GANFit's
 average (`"average"`), landmark stage only; and with the joint stage (dlib identity, shipped texture GAN) (a)
-on their own and (b) shared (shape and texture latent tied). Measures:
+on their own, (b) shared (shape and texture latent tied) and (c) averaged (each photo on its own, the mean
+shape and latent, then each photo refitted around them). Measures:
 - shape: the aligned distance (mm, face region; #6's measure) between each fit's neutral shape and the
   held-back photo's own fit, against the same distance to other people's held-back fits (ratio: lower is a
   more person-specific shape);
@@ -41,7 +42,7 @@ from ganfit.perception.identity.dlib_resnet import DlibResNet  # noqa: E402
 
 MULTIVIEW = ROOT.parent / "shared" / "faces" / "dev" / "multiview"
 MODES = {"independent": None, "shared": "shared", "average": "average"}
-JOINT_MODES = ("independent", "shared")
+JOINT_MODES = ("independent", "shared", "average")
 
 
 def photo_sets(names: list[str] | None) -> dict[str, list[Path]]:

@@ -77,12 +77,14 @@ def test_subjects_are_checked(tiny_model):
 
 
 @pytest.mark.assets
-def test_the_joint_stage_fits_a_persons_photos_with_one_shape_and_one_texture(bfm):
-    """Two photos of one person through both stages: one shape and one texture latent, their own light."""
+@pytest.mark.parametrize("mode", ["average", "shared"])
+def test_the_joint_stage_fits_a_persons_photos_with_one_shape_and_one_texture(bfm, mode):
+    """Two photos of one person through both stages: one shape and one texture latent, their own light
+    ("average": GANFit's mean of the photos' own fits, then each photo refitted around it; "shared": tied)."""
     from ganfit.fitting.stages import JointStageConfig
 
     photo = str(ROOT / "examples" / "astronaut.png")
-    cfg = FitConfig(device="cpu", quiet=True, texture_size=64, identity="none",
+    cfg = FitConfig(device="cpu", quiet=True, texture_size=64, identity="none", same_person=mode,
                     stages=("landmarks", JointStageConfig(iterations=6, warmup_iterations=2, latent_candidates=2)))
     res = Fitter(cfg, model=bfm).fit([photo, photo], subjects=["her", "her"])
     latents = [r.latent for r in res.joint.results]

@@ -97,7 +97,8 @@ def split_result(result: JointStageResult, k: int) -> JointStageResult:
 def run_joint_stage(stage: JointStage, images: Sequence, targets: torch.Tensor, params: FitParams,
                     vertex_ids: torch.Tensor, landmark_weights: torch.Tensor, generator: torch.Generator,
                     progress: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
-                    frame_subject: torch.Tensor | None = None, sliding_jaw: Sequence[bool] | None = None) -> JointFit:
+                    frame_subject: torch.Tensor | None = None, sliding_jaw: Sequence[bool] | None = None,
+                    identity_mode: str = "shared") -> JointFit:
     """Run `stage` on each photo from the landmark stage's result.
 
     Args:
@@ -111,6 +112,9 @@ def run_joint_stage(stage: JointStage, images: Sequence, targets: torch.Tensor, 
         progress: passed to `JointStage.run`.
         frame_subject: (B,) long, each photo's person; a person's photos share shape and texture latent.
             None: every photo its own person.
+        identity_mode: how a person's photos share them: "shared" (optimised together, tied) or "average"
+            (GANFit: each photo fitted on its own, the mean shape and latent taken, then each photo's
+            expression, pose, light and colour refitted with them fixed; twice the time).
         sliding_jaw: per photo whether its jaw-line landmarks follow the outline (2d landmarks; a person's
             photos share one convention); None: none do.
     Returns:
@@ -128,10 +132,21 @@ def run_joint_stage(stage: JointStage, images: Sequence, targets: torch.Tensor, 
         scaled = [_scaled(params, i, s) for i, s in zip(rows, scales)]
         batch = FitParams(**{name: torch.cat([getattr(p, name) for p in scaled]) for name in
                              ("shape", "expression", "rotation", "translation", "focal", "principal")})
-        run = stage.run(_padded([images[i] for i in rows]), lms, batch, vertex_ids[rows], generator=generator,
-                        landmark_weights=landmark_weights, progress=progress,
-                        sliding_jaw=bool(sliding_jaw[rows[0]]) if sliding_jaw is not None else False,
-                        **({"frame_subject": torch.zeros(len(rows), dtype=torch.long)} if len(rows) > 1 else {}))
+        pixels = _padded([images[i] for i in rows])
+        jaw = bool(sliding_jaw[rows[0]]) if sliding_jaw is not None else False
+        tie = {"frame_subject": torch.zeros(len(rows), dtype=torch.long)} if len(rows) > 1 else {}
+        if len(rows) > 1 and identity_mode == "average":
+            alone = stage.run(pixels, lms, batch, vertex_ids[rows], generator=generator,
+                              landmark_weights=landmark_weights, progress=progress, sliding_jaw=jaw)
+            mean = dataclasses.replace(alone.params, shape=alone.params.shape.mean(0, keepdim=True).expand(len(rows), -1))
+            latent = alone.latent.mean(0, keepdim=True).expand(len(rows), -1)
+            run = stage.with_fixed_identity().run(pixels, lms, mean.to(dtype=batch.shape.dtype), vertex_ids[rows],
+                                                  generator=generator, landmark_weights=landmark_weights,
+                                                  progress=progress, sliding_jaw=jaw, latent=latent,
+                                                  lighting=alone.lighting, **tie)
+        else:
+            run = stage.run(pixels, lms, batch, vertex_ids[rows], generator=generator,
+                            landmark_weights=landmark_weights, progress=progress, sliding_jaw=jaw, **tie)
         for k, i in enumerate(rows):
             results[i] = run if len(rows) == 1 else split_result(run, k)
     cat = lambda name: torch.cat([getattr(r.params, name).to(device, dtype) for r in results])  # noqa: E731

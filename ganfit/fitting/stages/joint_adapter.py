@@ -29,14 +29,16 @@ class JointFitStage:
             `stages.setup.build_joint_stage`).
         contour: the fit's `FitConfig.contour`: under "auto" and "dynamic" the jaw-line landmarks of photos with
             2d landmarks slide along the outline in the joint stage too; "static" and "off" keep them fixed.
+        identity_mode: `FitConfig.same_person` ("shared" or "average", `joint_fit.run_joint_stage`).
     The outcome's extras hold "joint", the `JointFit` (face.json's `joint`, the model texture).
     """
 
     name = "joint"
     timing_key = "joint_stage"
 
-    def __init__(self, stage: JointStage | Callable[[], JointStage], contour: str = "auto") -> None:
-        self.contour = contour
+    def __init__(self, stage: JointStage | Callable[[], JointStage], contour: str = "auto",
+                 identity_mode: str = "shared") -> None:
+        self.contour, self.identity_mode = contour, identity_mode
         built = hasattr(stage, "run")  # a JointStage, or anything with its `run`
         self._stage = stage if built else None
         self._build = None if built else stage
@@ -65,7 +67,8 @@ class JointFitStage:
                                 state.landmark_vertices, observations.landmark_weights, generator, report,
                                 frame_subject=observations.frame_subject,
                                 sliding_jaw=[c == "2d" and self.contour in ("auto", "dynamic")
-                                             for c in observations.conventions])
+                                             for c in observations.conventions],
+                                identity_mode=self.identity_mode)
         return StageOutcome(state=_joint_state(joint, state), history=_merged_history(joint),
                             stop_reason=joint.stop_reason, iterations=joint.iterations, warnings=joint.warnings,
                             extras={"joint": joint})
