@@ -104,7 +104,9 @@ def run(args, ck: dict, path: Path) -> None:
                     continue
                 cfg = base.replace(same_person=MODES[mode] or "shared")
                 if joint:
-                    cfg = cfg.with_stages("landmarks,joint")
+                    from ganfit.fitting.stages import JointStageConfig
+
+                    cfg = cfg.with_stages(["landmarks", JointStageConfig(same_person=MODES[mode] or "shared")])
                 t = time.perf_counter()
                 r = Fitter(cfg, model=model).fit([str(p) for p in train],
                                                  subjects=None if MODES[mode] is None else [0] * len(train))

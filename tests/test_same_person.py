@@ -85,7 +85,8 @@ def test_the_joint_stage_fits_a_persons_photos_with_one_shape_and_one_texture(bf
 
     photo = str(ROOT / "examples" / "astronaut.png")
     cfg = FitConfig(device="cpu", quiet=True, texture_size=64, identity="none", same_person=mode,
-                    stages=("landmarks", JointStageConfig(iterations=6, warmup_iterations=2, latent_candidates=2)))
+                    stages=("landmarks", JointStageConfig(iterations=6, warmup_iterations=2, latent_candidates=2,
+                                                          same_person=mode)))
     res = Fitter(cfg, model=bfm).fit([photo, photo], subjects=["her", "her"])
     latents = [r.latent for r in res.joint.results]
     assert torch.equal(latents[0], latents[1]) and torch.equal(res.params.shape[0], res.params.shape[1])

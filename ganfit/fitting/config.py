@@ -120,9 +120,8 @@ class FitConfig:
         Chosen by benchmarks/same_person.py (RESULTS.md "Several photos of one person", 9 people x 3 photos,
         each held back in turn, the other two fitted): the shape's distance to the held-back photo's fit
         over its distance to other people's is 0.572 for average, 0.580 for shared and 0.624 for the photos'
-        own fits, at a landmark error of 1.68 / 1.67 / 1.61 %. In the joint stage "average" fits each photo on
-        its own, takes the mean shape and texture latent and refits each photo's expression, pose, light and
-        colour around them (twice the time); "shared" ties shape and latent in one optimisation.
+        own fits, at a landmark error of 1.68 / 1.67 / 1.61 %. The joint stage has its own setting
+        (`JointStageConfig.same_person`, default "shared": its benchmark row favours it).
     rotation: "axis_angle" or "6d" (Zhou et al. CVPR 2019) parametrisation of the head rotation.
     num_shape / num_expression: how many model components to fit (None = all).
     landmark_convention: which model points the landmarks are. "2d": the jaw line follows the visible

@@ -53,7 +53,7 @@ def joint_stage(config: FitConfig, stage: JointStageConfig, model: MorphableMode
     return JointFitStage(functools.partial(
         build_joint_stage, model, settings, identity=config.identity,
         identity_weights=config.identity_weights, texture_model=config.texture_model, device=device),
-        contour=config.contour, identity_mode=config.same_person)
+        contour=config.contour, identity_mode=stage.same_person)
 
 
 def default_factories() -> dict[str, StageFactory]:

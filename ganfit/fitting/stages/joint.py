@@ -94,6 +94,11 @@ class JointStageConfig:
     hole_colour: linear RGB painted into the render's enclosed holes (the mesh's open mouth, nostrils, ear
         canals) before it is composited over the photo, so the photo's own mouth never shows through the face
         (`joint_terms.fill_holes`); None: the photo shows through them (the behaviour before the fix).
+    same_person: how the photos of one person share shape and texture latent here (`joint_fit`): "shared"
+        (default: tied, one optimisation) or "average" (GANFit: each photo on its own, then refitted around the
+        mean shape and latent). Chosen by benchmarks/same_person.py (RESULTS.md "Several photos of one
+        person", the render over grey against a held-back photo): dlib gap 0.065 shared, 0.041 average (0.069
+        for each photo's own texture); averaging two GAN latents gives a blander texture the refit cannot fix.
 
     Defaults measured 2026-12-04 (benchmarks/joint.py, RESULTS.md "Joint stage (first slice)", 2-core CPU, one
     thread): 260-330 ms per iteration at 224 px with dlib and the id-hat, so 60 iterations = 16-20 s per photo;
@@ -144,10 +149,13 @@ class JointStageConfig:
     landmark_margin_px: float = 0.5
     max_rollbacks: int = 5
     hole_colour: tuple[float, float, float] | None = CAVITY_COLOUR
+    same_person: Literal["shared", "average"] = "shared"
 
     def __post_init__(self) -> None:
         from ...errors import ConfigError
 
+        if self.same_person not in ("shared", "average"):
+            raise ConfigError(f"joint stage same_person must be shared or average, got {self.same_person!r}")
         if self.name != "joint":
             raise ConfigError(f"a JointStageConfig is named joint, got {self.name!r}")
         if self.iterations < 0 or self.warmup_iterations < 0:
