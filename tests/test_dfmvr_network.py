@@ -105,3 +105,16 @@ def test_small_preset_forward_time_3_views_224():
     print(f"small preset, 3 views 224x224, CPU forward: {elapsed:.3f} s")
     assert out.expression.shape == (1, 3, KE)
     assert elapsed < 5.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_forward_matches_cpu():
+    torch.manual_seed(2)
+    net = DFMVRNet(DFMVRConfig.tiny(num_shape=KS, num_expression=KE)).eval()
+    x = torch.rand(2, 3, 3, 48, 48)
+    with torch.no_grad():
+        cpu = net(x)
+        gpu = net.to("cuda")(x.to("cuda"))
+    for name, value in vars(cpu).items():
+        torch.testing.assert_close(getattr(gpu, name).cpu(), value, rtol=1e-3, atol=1e-3)
