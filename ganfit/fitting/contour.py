@@ -15,23 +15,26 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..model.landmark_scheme import IBUG68, LandmarkScheme
 from ..model.morphable import MorphableModel
 
 #: jaw points whose correspondence stays fixed (the chin, where the outline is the landmark itself).
-STATIC_JAW = (7, 8, 9)
+STATIC_JAW = IBUG68.static_contour
 
 
 @dataclass(frozen=True)
 class ContourCandidates:
-    """Candidate vertices of the 17 jaw-line landmarks.
+    """Candidate vertices of the J contour (jaw-line) landmarks.
 
-    indices: (17, C) vertex ids (rows padded by repeating the landmark's own vertex).
-    sides: (17,) -1 for the model's -x side (the subject's right, image left in a frontal view),
+    indices: (J, C) vertex ids (rows padded by repeating the landmark's own vertex).
+    sides: (J,) -1 for the model's -x side (the subject's right, image left in a frontal view),
         +1 for the +x side, 0 for static points.
+    points: (J,) which landmarks of the scheme the rows are (`LandmarkScheme.contour`).
     """
 
     indices: np.ndarray
     sides: np.ndarray
+    points: tuple[int, ...] = IBUG68.contour
 
     @property
     def vertex_ids(self) -> np.ndarray:
@@ -40,7 +43,8 @@ class ContourCandidates:
 
 
 def build_contour_candidates(
-    model: MorphableModel, band_mm: float = 2.5, outward_mm: float = 25.0, max_candidates: int = 40
+    model: MorphableModel, band_mm: float = 2.5, outward_mm: float = 25.0, max_candidates: int = 40,
+    scheme: LandmarkScheme = IBUG68,
 ) -> ContourCandidates:
     """Candidate vertices for each jaw landmark, from the model's mean shape.
 
@@ -50,12 +54,12 @@ def build_contour_candidates(
     to at most `max_candidates` spread evenly along x.
     """
     mean = model.mean
-    lm = model.landmark_indices[:17]
+    lm = model.landmark_indices[list(scheme.contour)]
     region = model.regions.get("face")
     rows, sides = [], []
     for j, vid in enumerate(lm):
         x_j, y_j, _ = mean[vid]
-        if j in STATIC_JAW or abs(x_j) < 1e-6:
+        if scheme.contour[j] in scheme.static_contour or abs(x_j) < 1e-6:
             rows.append(np.array([vid]))
             sides.append(0)
             continue
@@ -78,7 +82,8 @@ def build_contour_candidates(
         sides.append(int(s))
     width = max(r.size for r in rows)
     indices = np.stack([np.concatenate([r, np.full(width - r.size, lm[i])]) for i, r in enumerate(rows)])
-    return ContourCandidates(indices=indices.astype(np.int64), sides=np.asarray(sides, dtype=np.int64))
+    return ContourCandidates(indices=indices.astype(np.int64), sides=np.asarray(sides, dtype=np.int64),
+                             points=tuple(scheme.contour))
 
 
 def lateral_direction(rotation: torch.Tensor) -> torch.Tensor:
@@ -97,14 +102,14 @@ def select_contour(projected_candidates: torch.Tensor, rotation: torch.Tensor, s
     """Pick, per jaw point, the candidate on the image outline.
 
     Args:
-        projected_candidates: (B, 17, C, 2) candidate vertices projected to pixels.
+        projected_candidates: (B, J, C, 2) candidate vertices projected to pixels.
         rotation: (B, 3, 3) model-to-camera rotation.
-        sides: (17,) -1 / +1 / 0 as in `ContourCandidates`.
+        sides: (J,) -1 / +1 / 0 as in `ContourCandidates`.
     Returns:
-        (B, 17) column index into C of the chosen candidate (0 for static points).
+        (B, J) column index into C of the chosen candidate (0 for static points).
     """
     d = lateral_direction(rotation)  # (B, 2)
-    score = (projected_candidates * d[:, None, None, :]).sum(-1)  # (B, 17, C)
+    score = (projected_candidates * d[:, None, None, :]).sum(-1)  # (B, J, C)
     score = score * sides.to(score.dtype)[None, :, None]
     choice = score.argmax(dim=-1)
     return torch.where(sides[None] == 0, torch.zeros_like(choice), choice)

@@ -25,6 +25,7 @@ from .._threads import torch_threads
 from ..errors import FitError
 from ..model.morphable import MorphableModel
 from ..render.camera import matrix_to_axis_angle, matrix_to_rotation_6d, project_points
+from ..model.landmark_scheme import IBUG68, LandmarkScheme
 from .contour import build_contour_candidates, select_contour
 from .landmark_energy import (
     ENERGY_TERMS, EnergyWeights, LandmarkProblem, Layout, Posed, decode, jacobian_from, normal_equations, prior_scales,
@@ -36,8 +37,6 @@ from .losses import face_size
 from .params import FitParams
 from .solvers.lm import LMSettings, levenberg_marquardt
 
-#: iBUG-68 points used for the closed-form pose initialisation under the 2D convention (all but the jaw).
-INNER = list(range(17, 68))
 CONVENTIONS = ("2d", "3d")
 #: An accepted step that lowers the energy (a negative log-likelihood) by less than this has converged: the
 #: parameters then move by a small fraction of their uncertainty. Without it, the sliding jaw line (whose
@@ -134,13 +133,16 @@ class LandmarkStage:
         convention: "2d" or "3d" (see the module docstring).
         contour: jaw-line correspondence; None = the convention's ("dynamic" for 2d, "static" for 3d);
             "off" ignores the jaw line.
-        landmark_vertices: (68,) vertex ids replacing the model's landmark vertices (a calibrated table).
+        landmark_vertices: (N,) vertex ids replacing the model's landmark vertices (a calibrated table).
+        scheme: the landmark scheme (`ganfit.model.landmark_scheme`): how many points, which are the contour
+            and which of it stays fixed; the iBUG-68 default is the only one with detectors and tables today.
         device: where to solve.
     """
 
     def __init__(self, model: MorphableModel, *, num_shape: int | None = None, num_expression: int | None = None,
                  rotation: str = "axis_angle", convention: str = "2d", contour: str | None = None,
-                 landmark_vertices: np.ndarray | None = None, device: str | torch.device = "cpu") -> None:
+                 landmark_vertices: np.ndarray | None = None, device: str | torch.device = "cpu",
+                 scheme: LandmarkScheme = IBUG68) -> None:
         if convention not in CONVENTIONS:
             raise ValueError(f"landmark convention must be one of {CONVENTIONS}, got {convention!r}")
         contour = contour or ("dynamic" if convention == "2d" else "static")
@@ -150,21 +152,23 @@ class LandmarkStage:
             raise ValueError("the 3d landmark convention puts the jaw on fixed vertices: use contour static or off")
         if rotation not in ("axis_angle", "6d"):
             raise ValueError(f"rotation must be axis_angle or 6d, got {rotation!r}")
-        self.model, self.convention, self.contour = model, convention, contour
+        self.model, self.convention, self.contour, self.scheme = model, convention, contour, scheme
         self.device = torch.device(device)
         ks = model.num_shape if num_shape is None else min(num_shape, model.num_shape)
         ke = model.num_expression if num_expression is None else min(num_expression, model.num_expression)
         self.layout = Layout(ks, ke, 3 if rotation == "axis_angle" else 6)
         lm = np.asarray(model.landmark_indices if landmark_vertices is None else landmark_vertices, dtype=np.int64)
-        if lm.shape != (68,) or lm.min() < 0 or lm.max() >= model.num_vertices:
-            raise ValueError(f"landmark_vertices must be 68 vertex ids of the model, got shape {lm.shape}")
-        cands = build_contour_candidates(model) if contour == "dynamic" else None
+        n = scheme.num_points
+        if lm.shape != (n,) or lm.min() < 0 or lm.max() >= model.num_vertices:
+            raise ValueError(f"landmark_vertices must be {n} vertex ids of the model ({scheme.name}), got shape {lm.shape}")
+        cands = build_contour_candidates(model, scheme=self.scheme) if contour == "dynamic" else None
+        self._contour_points = None if cands is None else list(cands.points)
         all_ids = np.unique(np.concatenate([lm, cands.vertex_ids])) if cands is not None else np.unique(lm)
         self.basis = _Basis(model, all_ids, ks, ke, self.device)
         self.lm_local = self.basis.lookup[torch.as_tensor(lm, device=self.device)]
         self._cand_local = None if cands is None else self.basis.lookup[torch.as_tensor(cands.indices, device=self.device)]
         self._sides = None if cands is None else torch.as_tensor(cands.sides, device=self.device)
-        self._init_points = INNER if convention == "2d" else list(range(68))
+        self._init_points = list(self.scheme.inner) if convention == "2d" else list(range(self.scheme.num_points))
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, x: torch.Tensor, p: LandmarkProblem, with_jacobian: bool = False):
@@ -184,7 +188,7 @@ class LandmarkStage:
             proj = proj_every[:, self._cand_local.reshape(-1)].reshape(b, *self._cand_local.shape, 2)
             choice = select_contour(proj, rot, self._sides)  # (b, 17)
             ids = ids.clone()
-            ids[:, :17] = self._cand_local[None].expand(b, -1, -1).gather(2, choice[..., None])[..., 0]
+            ids[:, self._contour_points] = self._cand_local[None].expand(b, -1, -1).gather(2, choice[..., None])[..., 0]
         take = lambda a: a.gather(1, ids[..., None].expand(-1, -1, a.shape[-1]))  # noqa: E731
         posed = Posed(shape, expr, rot, focal, take(every), take(cam_every), take(proj_every))
         if not with_jacobian:
@@ -209,7 +213,7 @@ class LandmarkStage:
         if w.shape[-1] != 68 or (w < 0).any():
             raise ValueError(f"landmark weights must be (68,) or (B, 68) and >= 0, got {tuple(w.shape)}")
         if self.contour == "off":
-            w[..., :17] = 0.0
+            w[..., list(self.scheme.contour)] = 0.0
         return LandmarkProblem(targets=targets, principal=sizes / 2.0, focal0=focal_ratio * sizes.max(dim=-1).values,
                                scale=face_size(targets), weights=w, energy=energy)
 

@@ -7,24 +7,29 @@ from __future__ import annotations
 
 import torch
 
-#: iBUG-68 index groups.
-JAW = tuple(range(0, 17))
-BROWS = tuple(range(17, 27))
-NOSE = tuple(range(27, 36))
-EYES = tuple(range(36, 48))
-MOUTH = tuple(range(48, 68))
+from ..model.landmark_scheme import IBUG68, LandmarkScheme
+
+#: iBUG-68 index groups (`ganfit.model.landmark_scheme.IBUG68`).
+JAW = IBUG68.group("jaw")
+BROWS = IBUG68.group("left_brow", "right_brow")
+NOSE = IBUG68.group("nose")
+EYES = IBUG68.group("left_eye", "right_eye")
+MOUTH = IBUG68.group("outer_lips", "inner_lips")
 
 
-def landmark_weights(jaw_weight: float = 0.5, base: torch.Tensor | None = None) -> torch.Tensor:
-    """(68,) per-landmark weights: `base` (default ones) with the 17 jaw-line points scaled by `jaw_weight`.
+def landmark_weights(jaw_weight: float = 0.5, base: torch.Tensor | None = None,
+                     scheme: LandmarkScheme = IBUG68) -> torch.Tensor:
+    """(N,) per-landmark weights: `base` (default ones) with the scheme's contour (jaw-line) points scaled by
+    `jaw_weight`.
 
     The jaw-line points are the least reliable: detectors place them on the visible silhouette, which
     moves over the face with the pose (down-weighting them is the usual remedy; see also `contour`).
     """
-    w = torch.ones(68, dtype=torch.float64) if base is None else base.detach().to(torch.float64).clone()
-    if w.shape != (68,):
-        raise ValueError(f"landmark weights must be (68,), got {tuple(w.shape)}")
-    w[list(JAW)] *= jaw_weight
+    n = scheme.num_points
+    w = torch.ones(n, dtype=torch.float64) if base is None else base.detach().to(torch.float64).clone()
+    if w.shape != (n,):
+        raise ValueError(f"landmark weights must be ({n},), got {tuple(w.shape)}")
+    w[list(scheme.contour)] *= jaw_weight
     return w
 
 

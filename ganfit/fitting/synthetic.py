@@ -45,7 +45,7 @@ def outline_landmark_ids(model: MorphableModel, rotation: torch.Tensor, projecte
     ci = torch.as_tensor(cands.indices, device=projected.device)
     choice = select_contour(projected[:, ci], rotation, torch.as_tensor(cands.sides, device=projected.device))
     ids = torch.as_tensor(model.landmark_indices, device=projected.device)[None].repeat(projected.shape[0], 1)
-    ids[:, :17] = ci[None].expand(projected.shape[0], -1, -1).gather(2, choice[..., None])[..., 0]
+    ids[:, list(cands.points)] = ci[None].expand(projected.shape[0], -1, -1).gather(2, choice[..., None])[..., 0]
     return ids
 
 

@@ -27,10 +27,11 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ..errors import AssetError, ConfigError, NoFaceError
+from ..model.landmark_scheme import IBUG68
 
 logger = logging.getLogger(__name__)
 
-NUM_LANDMARKS = 68
+NUM_LANDMARKS = IBUG68.num_points  # the detectors give iBUG-68 points (`ganfit.model.landmark_scheme`)
 PREDICTOR_ASSET = "dlib-landmarks-68"
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 LANDMARK_FACE_SIZE = 256

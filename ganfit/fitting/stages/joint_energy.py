@@ -203,20 +203,21 @@ class JointEnergy:
         return project_points(cam, t.focal, t.principal)
 
     def _jaw_on_outline(self, vertices, rot, translation, t: JointTargets) -> torch.Tensor:
-        """(B, 68) `t.vertex_ids` with the 17 jaw points moved to the outline candidates of this pose."""
+        """(B, N) `t.vertex_ids` with the contour (jaw-line) points moved to the outline candidates of this pose."""
         from ..contour import build_contour_candidates, select_contour
 
         if getattr(self, "_contour", None) is None:
             cands = build_contour_candidates(self.model)
-            self._contour = (torch.as_tensor(cands.indices), torch.as_tensor(cands.sides))
-        idx, sides = (x.to(vertices.device) for x in self._contour)
+            self._contour = (torch.as_tensor(cands.indices), torch.as_tensor(cands.sides), list(cands.points))
+        idx, sides = (x.to(vertices.device) for x in self._contour[:2])
+        points = self._contour[2]
         b = vertices.shape[0]
         with torch.no_grad():
             cand = vertices.detach()[:, idx.reshape(-1)]
             proj = project_points(transform_points(cand, rot.detach(), translation.detach()), t.focal, t.principal)
             choice = select_contour(proj.view(b, *idx.shape, 2), rot.detach(), sides)
         ids = t.vertex_ids.clone()
-        ids[:, :17] = idx[None].expand(b, -1, -1).gather(2, choice[..., None])[..., 0]
+        ids[:, points] = idx[None].expand(b, -1, -1).gather(2, choice[..., None])[..., 0]
         return ids
 
     def terms(self, v: JointVariables, t: JointTargets, generator: torch.Generator,

@@ -16,10 +16,11 @@ import numpy as np
 
 from ...errors import AssetError, GanfitError, LandmarkError, ModelFormatError
 from ..morphable import MorphableModel
+from ..landmark_scheme import IBUG68
 
 log = logging.getLogger(__name__)
 
-NUM_LANDMARKS = 68
+NUM_LANDMARKS = IBUG68.num_points  # vertex tables are for the iBUG-68 scheme
 
 #: Plausible size of a face model in millimetres (bounding-box diagonal). Anything outside this range
 #: almost certainly means a wrong unit conversion (metres read as mm, or micrometres left as is).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import boundary_loops
+from ..landmark_scheme import IBUG68
 
 __all__ = [
     "distance_to_polyline",
@@ -23,11 +24,11 @@ __all__ = [
 
 
 #: iBUG-68 landmark groups (0-based), subject's right first (image left in a frontal view).
-IBUG_JAW = tuple(range(0, 17))
-IBUG_BROWS = (tuple(range(17, 22)), tuple(range(22, 27)))
-IBUG_NOSE = tuple(range(27, 36))
-IBUG_EYES = (tuple(range(36, 42)), tuple(range(42, 48)))
-IBUG_OUTER_LIPS = tuple(range(48, 60))
+IBUG_JAW = IBUG68.group("jaw")
+IBUG_BROWS = (IBUG68.group("left_brow"), IBUG68.group("right_brow"))
+IBUG_NOSE = IBUG68.group("nose")
+IBUG_EYES = (IBUG68.group("left_eye"), IBUG68.group("right_eye"))
+IBUG_OUTER_LIPS = IBUG68.group("outer_lips")
 
 
 def distance_to_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
