@@ -93,6 +93,7 @@ def run_fit_video(args: argparse.Namespace) -> int:
         total = sum(t.values())
         print(f"{args.video}: {result.fitted} of {result.frames} frames fitted ({', '.join(f'{k} {v}' for k, v in result.flags.items() if v)}), "
               f"keyframes {result.keyframes}; {total:.1f} s ({result.frames / max(total, 1e-9):.1f} frames/s; "
-              + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()) + f"); wrote {len(result.files)} files into {args.output}"
+              + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()) + f"); wrote into {args.output}: "
+              + ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in result.out.iterdir() if not p.name.startswith(".")))
               + (f" (resumed: {', '.join(result.resumed)})" if result.resumed else ""))
     return EXIT_OK
