@@ -67,3 +67,6 @@ class NothingFittedError(GanfitError):
         first = str(self.failures[0]) if self.failures else "no inputs"
         more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
         super().__init__(f"no input could be fitted: {first}{more}")
+
+    def __reduce__(self):  # pickled whole (a worker process raises it to the batch driver), not by its message
+        return (type(self), (self.failures,))

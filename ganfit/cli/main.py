@@ -302,12 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ganfit {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", metavar="{fit,fit-video,assets,model,texture}")
+    sub = parser.add_subparsers(dest="command", metavar="{fit,fit-video,batch,assets,model,texture}")
     sub.required = True
     _add_fit(sub)
+    from .batch import add_batch_parser
     from .video import add_fit_video_parser
 
     add_fit_video_parser(sub)
+    add_batch_parser(sub)
     _add_assets(sub)
     _add_model(sub)
     _add_texture(sub)
