@@ -139,3 +139,22 @@ def test_a_job_whose_worker_dies_is_retried(tmp_path, monkeypatch):
     lines = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
     assert any(r["job"] == "p0" and r["kind"] == "WorkerLost" and r["retried"] for r in lines)
     assert (out / "p0" / "done.json").is_file()
+
+
+def test_folders_as_people_and_a_video_job(tmp_path):
+    """--same-person-by folder: each folder's photos are one job with one identity; a video is its own job."""
+    import numpy as np
+    from PIL import Image
+
+    from ganfit.io.video import write_video
+
+    src = _folder(tmp_path, 3, bad=False)  # p0, p2 in the top folder; p1 in sub/
+    base = np.asarray(Image.open(PHOTO).convert("RGB").resize((256, 256)))
+    write_video(src / "sub" / "clip.mp4", [np.roll(base, k, axis=1) for k in range(6)], 10.0)
+    jobs = collect_jobs([str(src)], same_person_by="folder")
+    assert sorted((j.id, j.kind, len(j.inputs), j.same_person) for j in jobs) == [
+        ("clip", "video", 1, False), ("in", "photos", 2, True), ("sub", "photos", 1, False)]
+    out = tmp_path / "out"
+    summary = run_batch(jobs, out, FIT, BatchConfig(overlay=False), progress=False)
+    assert sorted(summary.done) == ["clip", "in", "sub"]
+    assert (out / "in" / "identity.obj").is_file() and (out / "clip" / "frames.npz").is_file()
