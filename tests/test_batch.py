@@ -113,34 +113,6 @@ def test_a_manifest_groups_a_persons_photos(tmp_path):
         collect_jobs([str(tmp_path / "missing")])
 
 
-def test_a_job_whose_worker_dies_is_retried(tmp_path, monkeypatch):
-    """A worker process that dies in a job (os._exit, as a crash or an OOM kill would) breaks the pool: the job
-    is recorded as a lost worker, retried on a fresh pool, and done; the other jobs are unaffected."""
-    import multiprocessing
-
-    if multiprocessing.get_start_method() != "fork":
-        pytest.skip("the crash is injected into forked workers")
-    from ganfit.batch import runner
-
-    src = _folder(tmp_path, 2, bad=False)
-    marker = tmp_path / "crashed-once"
-    real = runner.run_job
-
-    def crash_once(job, *args, **kwargs):
-        if job.id == "p0" and not marker.exists():
-            marker.write_text("x")
-            os._exit(1)
-        return real(job, *args, **kwargs)
-
-    monkeypatch.setattr(runner, "run_job", crash_once)
-    out = tmp_path / "out"
-    summary = run_batch(collect_jobs([str(src)]), out, FIT, BatchConfig(overlay=False, retries=1), progress=False)
-    assert sorted(summary.done) == ["p0", "sub__p1"] and not summary.failed
-    lines = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
-    assert any(r["job"] == "p0" and r["kind"] == "WorkerLost" and r["retried"] for r in lines)
-    assert (out / "p0" / "done.json").is_file()
-
-
 def test_folders_as_people_and_a_video_job(tmp_path):
     """--same-person-by folder: each folder's photos are one job with one identity; a video is its own job."""
     import numpy as np

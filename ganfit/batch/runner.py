@@ -9,6 +9,7 @@ up to `retries` times. ``OUT/batch.json`` holds the versions, the config, the co
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import time
@@ -157,7 +158,9 @@ def run_batch(jobs: Sequence[Job], out: str | os.PathLike, fit: FitConfig | None
 
     while todo:
         pending = {}
-        with ProcessPoolExecutor(max_workers=cfg.workers, initializer=_start_worker, initargs=(fit_dict,)) as pool:
+        # spawned, not forked: a fork of a process whose torch/OpenMP threads have run can crash in the child
+        with ProcessPoolExecutor(max_workers=cfg.workers, initializer=_start_worker, initargs=(fit_dict,),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
             queue = list(todo)
             todo = []
             broken = False
