@@ -184,16 +184,15 @@ def run_batch(jobs: Sequence[Job], out: str | os.PathLike, fit: FitConfig | None
                     except GanfitError as exc:  # the input's fault: never retried
                         failed(job, str(exc), type(exc).__name__, False)
                         summary.failed.append(job.id)
-                    except BrokenProcessPool as exc:  # a worker died: the job may be retried
-                        broken = True
+                    except Exception as exc:  # a lost worker (BrokenProcessPool) or a crash inside the job
+                        broken = broken or isinstance(exc, BrokenProcessPool)
                         retry = attempts[job.id] <= cfg.retries
-                        failed(job, f"worker process lost ({exc})", "WorkerLost", retry)
-                        (todo if retry else summary.failed).append(job if retry else job.id)
-                        continue
-                    except Exception as exc:  # a crash inside the job
-                        retry = attempts[job.id] <= cfg.retries
-                        failed(job, f"{type(exc).__name__}: {exc}", type(exc).__name__, retry)
-                        (todo if retry else summary.failed).append(job if retry else job.id)
+                        kind = "WorkerLost" if isinstance(exc, BrokenProcessPool) else type(exc).__name__
+                        failed(job, f"{kind}: {exc}", kind, retry)
+                        if retry:
+                            todo.append(job)
+                        else:
+                            summary.failed.append(job.id)
                         continue
                     bar.update()
             if broken:

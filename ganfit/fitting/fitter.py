@@ -229,10 +229,13 @@ class Fitter:
         from ..io.images import load_image
         from ..io.video import is_video_path
 
-        if isinstance(item, (str, Path)) and Path(item).is_file() and is_video_path(item):
-            raise ImageError(f"{item} is a video, not a photo: use `ganfit fit-video` (Python: "
-                             "ganfit.fitting.video_fit.fit_video)")
-        return load_image(item)
+        try:
+            return load_image(item)
+        except ImageError:  # only an input that is not a photo pays for the sniffing
+            if isinstance(item, (str, Path)) and Path(item).is_file() and is_video_path(item):
+                raise ImageError(f"{item} is a video, not a photo: use `ganfit fit-video` (Python: "
+                                 "ganfit.fitting.video_fit.fit_video)") from None
+            raise
 
     def _prepare(self, item: Any, spec: Any, k: int, timings: dict[str, float]):
         """Decode input `k` and get its 68 target landmarks (read from `spec`, or detected when `spec` is

@@ -30,7 +30,10 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from .landmark_energy import LandmarkProblem, normal_equations, prior_scales, terms_from_residuals
+from .history import merge_histories
+from .landmark_energy import (
+    EnergyWeights, LandmarkProblem, decode, normal_equations, prior_scales, terms_from_residuals,
+)
 from .landmark_stage import ENERGY_ATOL, LandmarkStage, LandmarkStageResult
 from .params import FitParams
 from .solvers.lm import LMSettings, levenberg_marquardt
@@ -134,12 +137,11 @@ def fit_shared_identity(stage: LandmarkStage, independent: LandmarkStageResult, 
         refit (one entry per iteration of the longest subject's solve), its iterations the independent
         solve's plus the refit's.
     """
-    from .landmark_energy import EnergyWeights, decode
-
     if mode not in IDENTITY_MODES:
         raise ConfigError(f"identity mode must be one of {', '.join(IDENTITY_MODES)}; got {mode!r}")
     fs = torch.as_tensor(frame_subject, dtype=torch.long)
-    p_all = stage.problem(targets, image_sizes, weights, energy or EnergyWeights(), focal_ratio)
+    energy = energy or EnergyWeights()
+    p_all = stage.problem(targets, image_sizes, weights, energy, focal_ratio)
     x_all = encode_unknowns(stage, independent.params, p_all)
     lay = stage.layout
     reasons, iters = list(independent.stop_reason), list(independent.iterations)
@@ -153,7 +155,7 @@ def fit_shared_identity(stage: LandmarkStage, independent: LandmarkStageResult, 
         free = torch.ones(problem.size, dtype=torch.bool, device=xs.device)
         if lay.ks:
             free[: lay.ks] = mode == "shared"
-        if lay.size - lay.ks and energy is not None and energy.focal_log_sigma == 0:
+        if energy.focal_log_sigma == 0:  # a fixed focal length stays fixed, as in the photos' own solves
             for k in range(problem.frames):
                 free[lay.ks + k * problem.po + (lay.focal - lay.ks)] = False
         history: list[dict[str, list[float]]] = []
@@ -178,8 +180,6 @@ def fit_shared_identity(stage: LandmarkStage, independent: LandmarkStageResult, 
                        translation=t.float(), focal=focal.float(), principal=p_all.principal.float())
     with torch.no_grad():
         ids = stage.basis.ids[stage.correspondence(x_all, p_all)]
-    from .history import merge_histories
-
     history = merge_histories(histories, fs.numel(), fill=float("nan")) if histories else []
     return LandmarkStageResult(params=params, vertex_ids=ids, history=independent.history + history,
                                stop_reason=reasons, iterations=iters)

@@ -214,14 +214,14 @@ class FitResult:
         check_targets(people)
         if people:
             make_folder(people[0].mesh.parent)
-        return self._write_identities(people, {})
+        return self._write_identities(people, dict.fromkeys(("save_png", "save_mtl", "save_obj"), 0.0))
 
     def _write_identities(self, people: list[FaceOutputs], spent: dict[str, float]) -> list[Path]:
         written: list[Path] = []
         for s, files in enumerate(people):
             frames = [i for i, fs in enumerate(self.frame_subject) if fs == s]
             payloads = self._mesh_payloads(self.identities[s], files, f"neutral identity of {len(frames)} photos",
-                                           {**dict.fromkeys(("save_png", "save_mtl", "save_obj"), 0.0), **spent})
+                                           spent)
             record = {"subject": s, "mode": self.config.get("same_person"), "photos": [self.sources[i] for i in frames],
                       "input_index": [self.input_index[i] if self.input_index else i for i in frames],
                       "shape": self.params.shape[frames[0]].tolist(), "model": self.model_info}

@@ -132,7 +132,7 @@ def fit_sequence(stage: LandmarkStage, identity: FitParams, landmarks: np.ndarra
     sizes = torch.tensor([list(image_size)], dtype=torch.float64, device=stage.device)
     lay = stage.layout
     free = lay.mask(shape=False, expr=True, pose=True, focal=False, device=stage.device)
-    base = stage.problem(torch.zeros(1, 68, 2, dtype=torch.float64), sizes, weights, energy, 1.0)
+    base = stage.problem(torch.zeros(1, stage.scheme.num_points, 2, dtype=torch.float64), sizes, weights, energy, 1.0)
     p0 = LandmarkProblem(base.targets, base.principal, identity.focal.to(stage.device, torch.float64).reshape(1),
                          base.scale, base.weights, energy)
     x_prev = encode_unknowns(stage, identity.to("cpu"), p0) if start is None else start.to(stage.device, torch.float64)

@@ -129,7 +129,7 @@ def _bar(total, desc, quiet):
     return tqdm(total=total, desc=desc, unit="frame", disable=quiet, leave=False)
 
 
-def _track(path: Path, cfg: VideoFitConfig, fit: FitConfig, detector, quiet: bool):
+def _track(path: Path, cfg: VideoFitConfig, detector, quiet: bool):
     """Step 1: the track and each face's sharpness, in one decode."""
     from ..io.video import VideoReader, probe
     from ..perception.tracking import FaceTracker, FrameFlag, Track, TrackerConfig, fill_gaps
@@ -205,7 +205,7 @@ def fit_video(path: str | os.PathLike, out: str | os.PathLike, fit_config: FitCo
         resumed.append("track")
     else:
         try:
-            track, sharp, size, fps, stopped = _track(path, cfg, fit, detector or fitter.detector, fit.quiet)
+            track, sharp, size, fps, stopped = _track(path, cfg, detector or fitter.detector, fit.quiet)
         except BaseException:  # no face, nothing decodable, Ctrl-C: leave no output behind
             shutil.rmtree(work, ignore_errors=True)
             if not existed:
@@ -222,16 +222,17 @@ def fit_video(path: str | os.PathLike, out: str | os.PathLike, fit_config: FitCo
         with np.load(work / "identity.npz") as z:
             keys = [int(k) for k in z["keyframes"]]
             ident = {k: torch.as_tensor(z[k]) for k in ("shape", "expression", "rotation", "translation", "focal", "principal")}
-            lighting = z["lighting"] if "lighting" in z.files else None
+            key_lighting = z["lighting"] if "lighting" in z.files else None
             texture = z["texture"] / 255.0 if "texture" in z.files else None
             albedo = z["model_texture"] if "model_texture" in z.files else None
         resumed.append("identity")
     else:
-        keys, ident, lighting, texture, albedo = _identity(path, cfg, fit, fitter, stage, track, sharp, size,
+        keys, ident, key_lighting, texture, albedo = _identity(path, cfg, fit, fitter, stage, track, sharp, size,
                                                            lm_weights, out, work)
     timings["identity"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    lighting = None  # (N, 9, 3) per frame, when the joint stage gave the identity an albedo
     with torch_threads(fit.threads):
         seq = _frames(stage, fit, cfg, track, size, ident, keys, lm_weights, work, resumed)
         if albedo is not None:
@@ -240,7 +241,7 @@ def fit_video(path: str | os.PathLike, out: str | os.PathLike, fit_config: FitCo
                     lighting = z["lighting"]
                 resumed.append("lighting")
             else:
-                lighting = _frame_lights(path, cfg, fitter.model, albedo, track, seq, keys, lighting, fit.quiet)
+                lighting = _frame_lights(path, cfg, fitter.model, albedo, track, seq, keys, key_lighting, fit.quiet)
                 _save_npz(work / "lighting.npz", lighting=lighting)
     timings["frames"] = time.perf_counter() - t
     t = time.perf_counter()

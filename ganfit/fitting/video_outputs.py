@@ -18,12 +18,10 @@ __all__ = ["frames_arrays", "write_outputs"]
 
 def frames_arrays(track, seq, keys: list[int], lighting: np.ndarray | None) -> dict[str, np.ndarray]:
     """frames.npz's arrays, N frames: index, time_s, flags (tracking), fitted (bool), shape (Ks,: the
-    identity), expression, rotation (axis-angle), translation (mm), focal (px), lighting (N, 9, 3: the
-    nearest keyframe's SH light, when the joint stage fitted the keyframes), landmarks_detected (smoothed and
-    filled), landmarks_raw (measured), landmarks_fitted, reprojection_px, keyframes (positions). `lighting`:
-    (N, 9, 3) per frame (`frame_lighting`), or (K, 9, 3) per keyframe (each frame gets its nearest's), or None."""
+    identity), expression, rotation (axis-angle), translation (mm), focal (px), lighting (N, 9, 3: each
+    frame's SH light from `frame_lighting`, only when the joint stage fitted the keyframes), landmarks_detected
+    (smoothed and filled), landmarks_raw (measured), landmarks_fitted, reprojection_px, keyframes (positions)."""
     p = seq.params
-    n = len(track)
     out = {
         "index": track.index, "time_s": track.time_s, "flags": np.array([f.value for f in track.flags], dtype=str),
         "fitted": seq.fitted, "shape": p.shape[0].numpy(), "expression": p.expression.numpy(),
@@ -32,10 +30,7 @@ def frames_arrays(track, seq, keys: list[int], lighting: np.ndarray | None) -> d
         "landmarks_fitted": seq.landmarks, "reprojection_px": seq.reprojection_px, "keyframes": np.array(keys),
     }
     if lighting is not None:
-        lighting = np.asarray(lighting)
-        if len(lighting) != n:
-            lighting = lighting[np.abs(np.arange(n)[:, None] - np.asarray(keys)[None]).argmin(1)]
-        out["lighting"] = lighting
+        out["lighting"] = np.asarray(lighting)
     return out
 
 

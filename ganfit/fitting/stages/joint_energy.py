@@ -136,6 +136,7 @@ class JointEnergy:
         self.id_hat_expression, self.id_hat_light = id_hat_expression, id_hat_light
         self.id_hat_background = id_hat_background
         self.hole_colour = None if hole_colour is None else tuple(float(c) for c in hole_colour)
+        self._contour = None  # the jaw line's outline candidates, built on first use (`_jaw_on_outline`)
 
     # ------------------------------------------------------------------ per run
     def prepare(self, images: torch.Tensor, landmarks: torch.Tensor, params: FitParams, vertex_ids: torch.Tensor,
@@ -206,7 +207,7 @@ class JointEnergy:
         """(B, N) `t.vertex_ids` with the contour (jaw-line) points moved to the outline candidates of this pose."""
         from ..contour import build_contour_candidates, select_contour
 
-        if getattr(self, "_contour", None) is None:
+        if self._contour is None:
             cands = build_contour_candidates(self.model)
             self._contour = (torch.as_tensor(cands.indices), torch.as_tensor(cands.sides), list(cands.points))
         idx, sides = (x.to(vertices.device) for x in self._contour[:2])
